@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Notebooks are the source: exporting and cleaning them must change nothing that is committed.
+set -euo pipefail
+nbdev_export
+nbdev_clean
+if [ -n "$(git status --porcelain)" ]; then
+  echo "Notebooks and exported modules disagree (or a notebook is not cleaned):" >&2
+  git status --porcelain >&2; git --no-pager diff --stat >&2
+  exit 1
+fi
+echo "notebooks and modules agree"
