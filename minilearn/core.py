@@ -95,7 +95,8 @@ class CallbackRegistry:
         self.cbs: list[Callback] = []
         self.train: dict[str, list[Callable]] = {}
         self.valid: dict[str, list[Callable]] = {}
-        self._rebuild()
+        self.wrap: Callable[[str, list, bool], list] | None = None
+        self.rebuild()
 
     def add(self, cb: Callback):
         "Check `cb` and insert it in order; the event tables are rebuilt."
@@ -107,19 +108,20 @@ class CallbackRegistry:
                              f'the new one another name (cb.name = ...)')
         self.cbs.append(cb)
         self.cbs.sort(key=lambda c: c.order)   # stable: ties keep insertion order
-        self._rebuild()
+        self.rebuild()
 
     def remove(self, cb: Callback):
         "Remove `cb`; the event tables are rebuilt."
         self.cbs.remove(cb)
-        self._rebuild()
+        self.rebuild()
 
-    def _rebuild(self):
+    def rebuild(self):
+        "Rebuild the per-event lists of both passes (through `wrap` if set)."
         for table, flag in ((self.train, 'run_train'), (self.valid, 'run_valid')):
             table.clear()
             for ev in EVENTS:
-                table[ev] = [getattr(c, ev) for c in self.cbs if hasattr(c, ev)
-                             and (ev not in INNER_EVENTS or getattr(c, flag))]
+                fs = [getattr(c, ev) for c in self.cbs if hasattr(c, ev) and (ev not in INNER_EVENTS or getattr(c, flag))]
+                table[ev] = self.wrap(ev, fs, flag == 'run_train') if self.wrap else fs
 
     def __iter__(self): return iter(self.cbs)
     def __len__(self): return len(self.cbs)

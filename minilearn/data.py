@@ -28,6 +28,7 @@ class _IndexLoader:
         if seed is None: self.generator.seed()
         else: self.generator.manual_seed(seed)
         self.rank, self.world_size = 0, 1     # set by distributed training to serve one shard
+        self.pad_shards = True                # pad so every rank serves as many batches (training)
         self._epoch_rng = self.generator.get_state()
         self._pos, self._skip = 0, 0
 
@@ -36,15 +37,16 @@ class _IndexLoader:
         return n // self.bs if self.drop_last else math.ceil(n / self.bs)
 
     def _shard_len(self) -> int:
-        return self.n if self.world_size == 1 else math.ceil(self.n / self.world_size)
+        if self.world_size == 1: return self.n
+        return math.ceil(self.n / self.world_size) if self.pad_shards else len(range(self.rank, self.n, self.world_size))
 
     def _order(self) -> torch.Tensor:
         "The positions of this epoch, in the order they are served (one shard of them when distributed)."
         if self.shuffle: order = torch.randperm(self.n, generator=self.generator)
         else: order = torch.arange(self.n)
-        if self.world_size > 1:   # pad by wrapping so every rank serves the same number of batches
-            total = self._shard_len() * self.world_size
-            if total > self.n: order = torch.cat([order, order[:total - self.n]])
+        if self.world_size > 1:   # every rank draws the same order and serves every world_size-th position
+            total = math.ceil(self.n / self.world_size) * self.world_size
+            if self.pad_shards and total > self.n: order = torch.cat([order, order[:total - self.n]])
             order = order[self.rank::self.world_size]
         return order if self.idxs is None else self.idxs[order]
 

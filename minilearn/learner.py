@@ -17,6 +17,7 @@ from .core import (Callback, CallbackRegistry, CancelBackwardException, CancelBa
 from .metrics import Metric
 from .recorder import Recorder
 from .progress import ProgressCallback
+from .distributed import Distributed, launch_env
 
 # %% auto #0
 __all__ = ['to_device', 'atomic_save', 'safe_load', 'check_state_dict', 'Learner', 'GatherPreds']
@@ -35,7 +36,7 @@ def _check_len(dl, what: str) -> int | None:
 
 def to_device(b, device: torch.device):
     "Move the tensors in `b` (a tensor, or a tuple/list/dict of them, nested) to `device`."
-    if isinstance(b, torch.Tensor): return b.to(device, non_blocking=True)
+    if isinstance(b, torch.Tensor): return b if b.device == device else b.to(device, non_blocking=True)
     if isinstance(b, (list, tuple)): return type(b)(to_device(o, device) for o in b)
     if isinstance(b, dict): return {k: to_device(v, device) for k, v in b.items()}
     return b
@@ -141,6 +142,7 @@ class Learner:
         self._dispatch = self.cbs.train
         if default_cbs: self.add_cbs([Recorder(), ProgressCallback()])
         self.add_cbs(cbs or [])
+        if launch_env() and not any(isinstance(cb, Distributed) for cb in self.cbs): self.add_cb(Distributed())
         if compile: self.compile(**(compile if isinstance(compile, dict) else {}))
 
     @property

@@ -4,6 +4,8 @@
 
 # %% ../nbs/02_metrics.ipynb #c9e94962
 from __future__ import annotations
+from typing import Callable
+
 import torch
 
 # %% auto #0
@@ -49,6 +51,10 @@ class Metric:
     def value(self) -> torch.Tensor:
         "The value over everything accumulated since `reset`."
         raise NotImplementedError
+    def reduce(self, sum_across: Callable[[torch.Tensor], torch.Tensor]):
+        "Combine the accumulated state of all processes (distributed training) with `sum_across`."
+        raise NotImplementedError(f'metric {self.name!r} cannot be combined across processes: implement '
+                                  f'{type(self).__name__}.reduce(sum_across) to sum its accumulated state')
 
 class RMSE(Metric):
     "Root mean squared error over the whole pass."
@@ -60,6 +66,10 @@ class RMSE(Metric):
         self.count += targ.numel()
     @property
     def value(self): return (self.total / max(self.count, 1)) ** 0.5
+    def reduce(self, sum_across):
+        t = sum_across(torch.stack([torch.as_tensor(self.total, dtype=torch.float64),
+                                    torch.tensor(self.count, dtype=torch.float64)]))
+        self.total, self.count = t[0], int(t[1])
 
 rmse = RMSE()
 "Root mean squared error (a `Metric`: the root of the epoch's mean squared error)."

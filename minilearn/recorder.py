@@ -12,14 +12,19 @@ from .core import Callback
 from .metrics import Metric, metric_name
 
 # %% auto #0
-__all__ = ['Recorder']
+__all__ = ['weighted_means', 'Recorder']
 
 # %% ../nbs/04_recorder.ipynb #62a31df7
-def _weighted_mean(values: list, sizes: list) -> torch.Tensor:
-    "Sample-weighted mean of per-batch 0-d tensors `values` with batch `sizes` (one stack, no sync)."
-    v = torch.stack(values).float()
-    w = torch.tensor(sizes, dtype=v.dtype, device=v.device)
-    return (v * w).sum() / w.sum()
+def weighted_means(columns: list[list], sizes: list[int], reduce=None, device=None) -> list[float]:
+    "Sample-weighted means of per-batch 0-d tensors, one per column; `reduce` sums them across processes first."
+    if sizes:
+        v = torch.stack([torch.stack(c) for c in columns]).float() if columns else None
+        w = torch.tensor(sizes, dtype=torch.float32, device=v.device if v is not None else device)
+        sums = torch.cat([(v * w).sum(1) if v is not None else w[:0], w.sum().view(1)])
+    else: sums = torch.zeros(len(columns) + 1, device=device)     # still takes part in the reduction
+    if reduce is not None: sums = reduce(sums)
+    *totals, count = sums.tolist()                                # the one host read of the pass
+    return [t / count if count else math.nan for t in totals]
 
 def _batch_size(yb) -> int:
     if isinstance(yb, torch.Tensor): return yb.shape[0] if yb.ndim else 1
@@ -32,6 +37,7 @@ class Recorder(Callback):
     order = -10
 
     def __init__(self):
+        self.reduce = None                         # distributed training: sums a tensor across processes
         self.history: dict[str, list] = {}
         self.losses: list[float] = []              # per training batch, across fits
         self.hps: dict[str, list[float]] = {'lr': []}   # per training batch, across fits
@@ -81,14 +87,17 @@ class Recorder(Callback):
     def after_train(self):
         losses = torch.stack(self._losses).float().tolist() if self._losses else []
         self.losses.extend(losses)
-        self._train_loss = _weighted_mean(self._losses, self._sizes).item() if self._losses else math.nan
+        self._train_loss, = weighted_means([self._losses], self._sizes, self.reduce, self.learn.device)
 
     def after_validate(self):
-        out = {'valid_loss': _weighted_mean(self._losses, self._sizes) if self._losses else None}
-        for m, vals in zip(self.learn.metrics, self._vals):
-            if isinstance(m, Metric): out[metric_name(m)] = m.value if self._losses else None
-            else: out[metric_name(m)] = _weighted_mean(vals, self._sizes) if vals else None
-        self.last_valid = {k: math.nan if v is None else float(v) for k, v in out.items()}
+        fns = [(metric_name(m), vals) for m, vals in zip(self.learn.metrics, self._vals) if not isinstance(m, Metric)]
+        means = weighted_means([self._losses] + [vals for _, vals in fns], self._sizes, self.reduce, self.learn.device)
+        out = dict(zip(['valid_loss'] + [name for name, _ in fns], means))
+        for m in self.learn.metrics:
+            if not isinstance(m, Metric): continue
+            if self.reduce is not None: m.reduce(self.reduce)
+            out[metric_name(m)] = float(m.value) if self._sizes or self.reduce is not None else math.nan
+        self.last_valid = {k: out[k] for k in ['valid_loss'] + [metric_name(m) for m in self.learn.metrics]}
 
     def after_epoch(self):
         row = {'epoch': self.learn.epoch, 'train_loss': getattr(self, '_train_loss', math.nan),

@@ -1,0 +1,71 @@
+"One process of a 2-process test in tests/test_distributed.py: python _ddp_script.py SCENARIO OUT_DIR."
+import os, sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from minilearn.core import Callback, CancelFitException
+from minilearn.data import DataLoaders
+from minilearn.learner import Learner
+from minilearn.metrics import accuracy
+
+torch.set_num_threads(1)
+scenario, out = sys.argv[1], Path(sys.argv[2])
+rank = int(os.environ.get('RANK', '0'))
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(320, 4, generator=g)
+    y = (x @ torch.randn(4, 3, generator=g)).argmax(1)
+    return x, y
+
+
+def learner(bs=16, **kw):
+    x, y = data()
+    torch.manual_seed(0)
+    dls = DataLoaders.from_tensors(x, y, valid_pct=0.2, bs=bs, seed=0)
+    return Learner(nn.Linear(4, 3), dls, nn.CrossEntropyLoss(), opt_func=torch.optim.SGD, lr=0.1,
+                   metrics=[accuracy], path=out, **kw)
+
+
+def result(learn, **extra):
+    return {'model': learn.model.state_dict(), 'history': learn.recorder.history, 'train_iter': learn.train_iter,
+            'stop_reason': learn.stop_reason, 'validate': learn.validate(), **extra}
+
+
+class StopOnRank1(Callback):
+    "A decision only one rank makes: rank 1 ends the fit after its 3rd training batch of epoch 1."
+    def after_batch(self):
+        if rank == 1 and self.learn.training and self.learn.epoch == 1 and self.learn.iter == 2:
+            self.learn.stop_reason = 'rank 1 said stop'
+            raise CancelFitException()
+
+
+class FailOnRank1(Callback):
+    def after_loss(self):
+        if rank == 1 and self.learn.iter == 3: raise RuntimeError('rank 1 failed')
+
+
+if scenario == 'reference':            # one process, batch 32: what two ranks of batch 16 must reproduce
+    learn = learner(bs=32)
+    learn.fit(3)
+    torch.save(result(learn), out / 'reference.pt')
+elif scenario == 'weights':
+    learn = learner()
+    learn.fit(3)
+    torch.save(result(learn), out / f'rank{rank}.pt')
+elif scenario == 'stops':
+    from minilearn.stopping import Budget
+    learn = learner()
+    learn.fit(5, cbs=[Budget(max_steps=7)])
+    first = (learn.train_iter, learn.stop_reason)
+    learn.add_cb(StopOnRank1())
+    learn.fit(5)
+    torch.save({'budget': first, 'rank1': (learn.train_iter, learn.stop_reason, learn.epoch)}, out / f'rank{rank}.pt')
+elif scenario == 'error':
+    learn = learner(cbs=[FailOnRank1()])
+    learn.fit(3)
+else:
+    raise SystemExit(f'unknown scenario {scenario}')

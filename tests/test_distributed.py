@@ -1,0 +1,81 @@
+"Data-parallel training on 2 CPU processes (gloo), launched the way torchrun launches them."
+import os, socket, subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minilearn.distributed import ShardSampler, launch_env, shard_loader
+
+SCRIPT = Path(__file__).with_name('_ddp_script.py')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def launch(scenario: str, out: Path, world: int = 2, timeout: float = 120):
+    "Start `world` processes with torchrun's environment variables; return [(returncode, stdout, stderr)]."
+    port = free_port()
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, 'RANK': str(rank), 'WORLD_SIZE': str(world), 'LOCAL_RANK': str(rank),
+               'LOCAL_WORLD_SIZE': str(world), 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port),
+               'OMP_NUM_THREADS': '1', 'CI': '1'}
+        if world == 1:
+            for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE'): env.pop(k)
+        procs.append(subprocess.Popen([sys.executable, str(SCRIPT), scenario, str(out)], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    results = []
+    try:
+        for p in procs:
+            o, e = p.communicate(timeout=timeout)
+            results.append((p.returncode, o, e))
+    finally:
+        for p in procs:
+            if p.poll() is None: p.kill()
+    return results
+
+
+def test_two_ranks_equal_one_process_with_the_double_batch(tmp_path):
+    ref = launch('reference', tmp_path, world=1)
+    assert ref[0][0] == 0, ref[0][2]
+    res = launch('weights', tmp_path)
+    assert all(r[0] == 0 for r in res), [r[2][-2000:] for r in res]
+    reference = torch.load(tmp_path / 'reference.pt')
+    for rank in range(2):
+        got = torch.load(tmp_path / f'rank{rank}.pt')
+        for k, v in reference['model'].items():
+            assert torch.allclose(got['model'][k], v, atol=1e-5), k
+        assert got['train_iter'] == reference['train_iter'] == 3 * 8
+        for col in ('train_loss', 'valid_loss', 'accuracy'):      # reduced across ranks: the single-process values
+            assert got['history'][col] == pytest.approx(reference['history'][col], abs=1e-5), col
+    # one voice: rank 0 printed the epoch table, rank 1 printed nothing
+    assert 'valid_loss' in res[0][1] and len(res[0][1].strip().splitlines()) == 4
+    assert res[1][1] == ''
+
+
+def test_stops_are_agreed_by_all_ranks(tmp_path):
+    res = launch('stops', tmp_path)
+    assert all(r[0] == 0 for r in res), [r[2][-2000:] for r in res]
+    r0, r1 = (torch.load(tmp_path / f'rank{r}.pt') for r in range(2))
+    assert r0['budget'] == r1['budget'] and r0['budget'][0] == 7 and 'max_steps' in r0['budget'][1]
+    assert r0['rank1'] == r1['rank1'] and r0['rank1'][1] == 'rank 1 said stop'
+    assert r0['rank1'][0] >= 8 + 3        # stopped in epoch 1, at or after the batch rank 1 asked
+
+
+def test_an_error_on_one_rank_ends_both(tmp_path):
+    res = launch('error', tmp_path, timeout=90)
+    assert all(r[0] != 0 for r in res)
+    assert 'rank 1 failed' in res[1][2]
+
+
+def test_shard_helpers_without_a_launcher():
+    assert launch_env() is None
+    ds = torch.utils.data.TensorDataset(torch.arange(7.))
+    dl = shard_loader(torch.utils.data.DataLoader(ds, batch_size=2), 1, 2, training=False)
+    assert isinstance(dl.sampler, ShardSampler) and [b[0].tolist() for b in dl] == [[1., 3.], [5.]]
+    with pytest.raises(TypeError, match='cannot shard'):
+        shard_loader([1, 2, 3], 0, 2, training=True)
