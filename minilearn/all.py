@@ -15,6 +15,9 @@ from .metrics import *
 from .recorder import *
 from .progress import *
 from .learner import *
-from . import core, data, metrics, recorder, progress, learner
+from .stopping import *
+from .distributed import Distributed, is_main
+from . import core, data, metrics, recorder, progress, learner, stopping
 
-__all__ = ['torch', 'nn', 'F'] + [name for m in (core, data, metrics, recorder, progress, learner) for name in m.__all__]
+__all__ = (['torch', 'nn', 'F', 'Distributed', 'is_main']
+           + [name for m in (core, data, metrics, recorder, progress, learner, stopping) for name in m.__all__])
