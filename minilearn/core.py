@@ -59,6 +59,7 @@ class Callback:
     order: int = 0
     run_train: bool = True
     run_valid: bool = True
+    main_process_only: bool = False   # distributed training: run only on rank 0 (printing, logging, plotting)
     learn = None
 
     @property

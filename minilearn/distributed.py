@@ -111,13 +111,8 @@ class Distributed(Callback):
             learn.dls.valid = shard_loader(learn.dls.valid, self.rank, self.world_size, training=False)
         rec = getattr(learn, 'recorder', None)
         if rec is not None: rec.reduce = self.all_reduce_sum
-        self._quiet = None
-        if self.rank != 0:
-            self._quiet = (learn.logger, getattr(learn, 'progress', None))
-            learn.logger = lambda *args, **kwargs: None
-            if self._quiet[1] is not None:
-                self._progress_flags = (self._quiet[1].show_bar, self._quiet[1].show_log)
-                self._quiet[1].show_bar, self._quiet[1].show_log = False, False
+        self._logger = learn.logger
+        if self.rank != 0: learn.logger = lambda *args, **kwargs: None   # main_process_only callbacks are not run
         self.k = self.sync_every if isinstance(self.sync_every, int) else 1
         self._allreduce_s = self._time_allreduce() if self.sync_every == 'auto' else 0.
         self._batch_t0, self._auto_done = None, self.sync_every != 'auto'
@@ -135,9 +130,7 @@ class Distributed(Callback):
             if hasattr(dl, 'world_size'): dl.rank, dl.world_size = 0, 1
         rec = getattr(learn, 'recorder', None)
         if rec is not None: rec.reduce = None
-        if self._quiet is not None:
-            learn.logger = self._quiet[0]
-            if self._quiet[1] is not None: self._quiet[1].show_bar, self._quiet[1].show_log = self._progress_flags
+        learn.logger = self._logger
 
     def before_train(self):
         self.learn.fwd = self.ddp

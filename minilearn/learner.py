@@ -17,7 +17,7 @@ from .core import (Callback, CallbackRegistry, CancelBackwardException, CancelBa
 from .metrics import Metric
 from .recorder import Recorder
 from .progress import ProgressCallback
-from .distributed import Distributed, launch_env
+from .distributed import Distributed, launch_env, rank
 
 # %% auto #0
 __all__ = ['to_device', 'atomic_save', 'safe_load', 'check_state_dict', 'Learner', 'GatherPreds']
@@ -244,12 +244,16 @@ class Learner:
         for cb in cbs:
             if not isinstance(cb, Callback): raise TypeError(f'{cb!r} in cbs is not a Callback instance')
         self._make_opt(lr)
-        with self.added_cbs(cbs):
+        with self.added_cbs(cbs), self.removed_cbs(self._not_on_this_rank()):
             self.n_epoch, self.epoch, self.train_iter, self.pct_train = n_epoch, 0, 0, 0.
             self.start_epoch, self.start_iter, self.resume = 0, 0, resume
             self.stop_reason, self.fit_exception = None, None
             self._check_next_batch = True
             self._run_fit()
+
+    def _not_on_this_rank(self) -> list[Callback]:
+        "Distributed training: the `main_process_only` callbacks (printing, logging) are run by rank 0 only."
+        return [cb for cb in self.cbs if cb.main_process_only] if rank() != 0 else []
 
     def _make_opt(self, lr: float | None):
         if lr is not None: self.lr = lr

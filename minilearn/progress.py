@@ -31,6 +31,7 @@ def format_value(v) -> str:
 class ProgressCallback(Callback):
     "Draws a tqdm bar per pass when someone watches (`show_bar`) and prints one line per epoch (`show_log`)."
     order = 20
+    main_process_only = True
 
     def __init__(self, show_bar: bool | None = None, show_log: bool = True):
         self.show_bar, self.show_log = show_bar, show_log

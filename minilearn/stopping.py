@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .core import Callback, CancelFitException, CancelTrainException
+from .distributed import is_main
 
 # %% auto #0
 __all__ = ['TrackerCallback', 'EarlyStopping', 'Budget', 'TerminateOnNaN', 'ReduceLROnPlateau', 'SaveBestModel']
@@ -264,6 +265,7 @@ class TerminateOnNaN(Callback):
     "Ends the fit at the first training batch whose loss is NaN or infinite, before backward and the optimizer step; reads the loss every batch (a host sync), so it is not a default callback."
     order = -20
     run_valid = False
+    agree_every_batch = True   # distributed training: all ranks agree at every after_loss, before any rank steps
 
     def __init__(self): self.name = 'terminate_on_nan'
 
@@ -328,6 +330,7 @@ class SaveBestModel(TrackerCallback):
 
     def after_epoch(self):
         improved = self.track(self.current())
+        if not is_main(): return       # distributed training: rank 0 writes, every rank reads
         if self.every_epoch: self.learn.save(f'{self.fname}_{self.learn.epoch}', with_opt=self.with_opt)
         elif improved: self.learn.save(self.fname, with_opt=self.with_opt)
 

@@ -43,6 +43,12 @@ class StopOnRank1(Callback):
             raise CancelFitException()
 
 
+class NanOnRank1(Callback):
+    "Rank 1's loss becomes NaN at batch 3 of the fit: only that rank sees it."
+    def after_pred(self):
+        if rank == 1 and self.learn.training and self.learn.iter == 3: self.learn.pred = self.learn.pred * float('nan')
+
+
 class FailOnRank1(Callback):
     def after_loss(self):
         if rank == 1 and self.learn.iter == 3: raise RuntimeError('rank 1 failed')
@@ -53,8 +59,10 @@ if scenario == 'reference':            # one process, batch 32: what two ranks o
     learn.fit(3)
     torch.save(result(learn), out / 'reference.pt')
 elif scenario == 'weights':
+    from minilearn.loggers import CSVLogger
     learn = learner()
-    learn.fit(3)
+    learn.path = out / f'files{rank}'          # only rank 0 may write anything here
+    learn.fit(3, cbs=[CSVLogger()])
     torch.save(result(learn), out / f'rank{rank}.pt')
 elif scenario == 'stops':
     from minilearn.stopping import Budget
@@ -63,7 +71,15 @@ elif scenario == 'stops':
     first = (learn.train_iter, learn.stop_reason)
     learn.add_cb(StopOnRank1())
     learn.fit(5)
-    torch.save({'budget': first, 'rank1': (learn.train_iter, learn.stop_reason, learn.epoch)}, out / f'rank{rank}.pt')
+    second = (learn.train_iter, learn.stop_reason, learn.epoch)
+    learn.remove_cb(learn.stop_on_rank1)
+    from minilearn.stopping import EarlyStopping, TerminateOnNaN
+    learn.fit(10, cbs=[EarlyStopping(monitor='accuracy', target=0.5)])
+    third = (learn.train_iter, learn.stop_reason)
+    learn.fit(2, cbs=[TerminateOnNaN(), NanOnRank1()])
+    fourth = (learn.train_iter, learn.stop_reason, all(p.isfinite().all() for p in learn.model.parameters()))
+    torch.save({'budget': first, 'rank1': second, 'early': third, 'nan': fourth, 'model': learn.model.state_dict()},
+               out / f'rank{rank}.pt')
 elif scenario == 'error':
     learn = learner(cbs=[FailOnRank1()])
     learn.fit(3)

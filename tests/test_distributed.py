@@ -55,6 +55,8 @@ def test_two_ranks_equal_one_process_with_the_double_batch(tmp_path):
     # one voice: rank 0 printed the epoch table, rank 1 printed nothing
     assert 'valid_loss' in res[0][1] and len(res[0][1].strip().splitlines()) == 4
     assert res[1][1] == ''
+    assert len((tmp_path / 'files0' / 'history.csv').read_text().splitlines()) == 4
+    assert not (tmp_path / 'files1').exists() or not any((tmp_path / 'files1').iterdir())
 
 
 def test_stops_are_agreed_by_all_ranks(tmp_path):
@@ -64,6 +66,10 @@ def test_stops_are_agreed_by_all_ranks(tmp_path):
     assert r0['budget'] == r1['budget'] and r0['budget'][0] == 7 and 'max_steps' in r0['budget'][1]
     assert r0['rank1'] == r1['rank1'] and r0['rank1'][1] == 'rank 1 said stop'
     assert r0['rank1'][0] >= 8 + 3        # stopped in epoch 1, at or after the batch rank 1 asked
+    assert r0['early'] == r1['early'] and 'target' in r0['early'][1]
+    steps, reason, finite = r0['nan']
+    assert r0['nan'] == r1['nan'] and steps == 3 and 'TerminateOnNaN' in reason and finite   # no rank stepped on NaN
+    assert all(torch.equal(r0['model'][k], r1['model'][k]) for k in r0['model'])
 
 
 def test_an_error_on_one_rank_ends_both(tmp_path):
