@@ -196,11 +196,11 @@ class Distributed(Callback):
             except _DEFERRED as e:
                 if _severity(e) > _severity(self._pending): self._pending = e
             if not inner or every_loss: return self._agree(ev)
-            if ev != 'before_batch': return
+            if ev != 'after_batch': return
             learn = self.learn
             if not self._auto_done:
                 if learn.iter == 0 or self._batch_t0 is None: self._batch_t0 = time.perf_counter()
                 elif learn.iter >= 10: self._choose_k()
                 return self._agree(ev)
-            if learn.iter % self.k == 0: self._agree(ev)
+            if (learn.iter + 1) % self.k == 0: self._agree(ev)
         return run

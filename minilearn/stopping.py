@@ -162,7 +162,7 @@ def _n_samples(b) -> int:
 
 class Budget(Callback):
     "Ends the fit when it has spent `max_time` seconds, `max_steps` steps, `max_samples` samples or `max_cost`."
-    order = -20       # checks the batch before any other callback starts on it
+    order = -5        # after the Recorder (-10) has recorded the batch
     run_valid = False
 
     def __init__(self, max_time: float | None = None, max_steps: int | None = None, max_samples: int | None = None,
@@ -233,16 +233,15 @@ class Budget(Callback):
 
     def before_train(self): self._steps0, self._iter0 = self.steps, self.learn.train_iter
 
-    def before_batch(self):     # training batches only: a clock read and three comparisons
+    def after_batch(self):      # training batches only: two counters, a clock read and three comparisons
+        self.samples += _n_samples(self.learn.xb)
+        self.steps = self._steps0 + self.learn.train_iter - self._iter0
         if (self._spent_time + (time.perf_counter() - self._t0) < self.time_limit
                 and self.steps < self._max_steps and self.samples < self._max_samples): return
+        if self.learn.iter + 1 == self.learn.n_iter: return     # the pass ends anyway; before_epoch stops the fit
         self.stopped = self._reached()
         if self.learn.stop_reason is None: self.learn.stop_reason = self.stopped
         raise CancelTrainException
-
-    def after_batch(self):
-        self.samples += _n_samples(self.learn.xb)
-        self.steps = self._steps0 + self.learn.train_iter - self._iter0
 
     def after_epoch(self): self.epochs += 1
 
