@@ -60,6 +60,7 @@ class Callback:
     run_train: bool = True
     run_valid: bool = True
     main_process_only: bool = False   # distributed training: run only on rank 0 (printing, logging, plotting)
+    writes_files: bool = False        # lr_find leaves no trace: it does not run callbacks that write files
     learn = None
 
     @property

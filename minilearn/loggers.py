@@ -36,6 +36,7 @@ def _resolve(learn, fname) -> Path:
 class CSVLogger(Callback):
     "Writes one row per epoch (the recorder's columns) to `learn.path/fname`, flushed and fsynced at each epoch end."
     main_process_only = True   # distributed training: only rank 0 writes
+    writes_files = True        # not run by lr_find
     order = 10   # after the Recorder (-10), which computes the row
 
     def __init__(self, fname: str | os.PathLike = 'history.csv', append: bool = False):
@@ -107,6 +108,7 @@ _HP_TYPES = (bool, int, float, str)
 class TensorBoardLogger(Callback):
     "Writes per-batch losses and hyper-parameters, per-epoch history and the run's hparams to TensorBoard at `log_dir`."
     main_process_only = True   # distributed training: only rank 0 writes
+    writes_files = True        # not run by lr_find
     order = 10
 
     def __init__(self, log_dir: str | os.PathLike | None = None, log_graph: bool = False,
@@ -203,6 +205,7 @@ def _write_atomic(data: bytes, path: Path):
 class ShowGraph(Callback):
     "Redraws the train (per batch) and valid (per epoch) losses after each epoch: in place in a notebook, else to `learn.path/fname`."
     main_process_only = True   # distributed training: only rank 0 writes
+    writes_files = True        # not run by lr_find
     order = 10
 
     def __init__(self, fname: str | os.PathLike = 'loss.png'):

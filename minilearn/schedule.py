@@ -444,7 +444,8 @@ def lr_find(self: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it: 
     n_epoch = math.ceil(num_it / n_train) if n_train else num_it
     snapshot = _Snapshot(self, offload)
     try:
-        with self.no_logging(): self.fit(n_epoch, cbs=[finder])
+        with self.no_logging(), self.removed_cbs([cb for cb in self.cbs if cb.writes_files]):   # no file written
+            self.fit(n_epoch, cbs=[finder])
     except BaseException as e:
         snapshot.restore(e)
         raise

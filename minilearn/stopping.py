@@ -316,6 +316,7 @@ class ReduceLROnPlateau(TrackerCallback):
 # %% ../nbs/07_stopping.ipynb #e0260378
 class SaveBestModel(TrackerCallback):
     "Saves the model with `learn.save` when `monitor` improves (or every epoch); `at_end` loads the best after the fit."
+    writes_files = True        # not run by lr_find
     def __init__(self, monitor: str = 'valid_loss', fname: str = 'best', every_epoch: bool = False, at_end: bool = False,
                  mode: str = 'auto', min_delta: float = 0., with_opt: bool = False):
         super().__init__(monitor, mode, min_delta)

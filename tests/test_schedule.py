@@ -459,3 +459,21 @@ def test_lr_find_refuses_bad_input_before_changing_anything(dirs, kwargs, err, m
     assert_same(before, state_of(learn))
     with pytest.raises(ValueError, match='start_lr must be smaller'): LRFinder(start_lr=1., end_lr=0.1)
     with pytest.raises(ValueError, match=r'beta .* must be in \[0, 1\)'): LRFinder(beta=1.)
+
+
+def test_lr_find_does_not_run_callbacks_that_write_files(tmp_path):
+    "A learner carrying file-writing callbacks (CSV log, best-model saver) still leaves no file behind."
+    from minilearn.data import DataLoaders
+    from minilearn.learner import Learner
+    from minilearn.loggers import CSVLogger
+    from minilearn.stopping import SaveBestModel
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 2, generator=g)
+    dls = DataLoaders.from_tensors(x, x.sum(1, keepdim=True), bs=8)
+    learn = Learner(torch.nn.Linear(2, 1), dls, torch.nn.MSELoss(), path=tmp_path, cbs=[CSVLogger(), SaveBestModel()])
+    learn.logger = lambda *a, **k: None
+    learn.lr_find(num_it=12, show_plot=False)
+    assert list(tmp_path.rglob('*')) == []
+    assert isinstance(learn.csv_logger, CSVLogger) and isinstance(learn.save_best_model, SaveBestModel)
+    learn.fit(1)
+    assert (tmp_path / 'history.csv').exists() and (tmp_path / 'models' / 'best.pth').exists()
