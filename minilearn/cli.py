@@ -55,6 +55,9 @@ def demo(epochs: int = 8, lr: float | None = None, max_time: float | None = None
     _check_demo_args(epochs, lr, max_time, seed)
     from minilearn.schedule import fit_one_cycle, lr_find as _lr_find   # noqa: F401 (attach the methods)
     from minilearn.stopping import Budget
+    from minilearn.distributed import is_main
+    main = is_main()                       # under torchrun only rank 0 prints and writes the plots
+    if not main: log = lambda *a, **k: None
     say = (lambda *a, **k: None) if quiet else log
     start = time.perf_counter()
     out = Path(out)
@@ -75,8 +78,10 @@ def demo(epochs: int = 8, lr: float | None = None, max_time: float | None = None
     else: learn.fit_one_cycle(epochs, lr, cbs=cbs)
     acc = learn.validate()['accuracy']
     reason = learn.stop_reason or f'ran all {epochs} epoch' + ('s' if epochs > 1 else '')
-    plots = {'loss': _save(learn.recorder.plot_loss(), out / 'loss.png')}
-    if lr_find: plots['lr_find'] = _save(learn.recorder.plot_lr_find(), out / 'lr_find.png')
+    plots = {}
+    if main:
+        plots['loss'] = _save(learn.recorder.plot_loss(), out / 'loss.png')
+        if lr_find: plots['lr_find'] = _save(learn.recorder.plot_lr_find(), out / 'lr_find.png')
     seconds = time.perf_counter() - start
     log(f'final validation accuracy: {acc:.4f}')
     log(f'why it stopped: {reason}')

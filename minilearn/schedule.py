@@ -456,6 +456,10 @@ def lr_find(self: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it: 
                       'no suggestion; try a smaller start_lr', stacklevel=2)
         values = {n: math.nan for n in names}
     else: values = {n: f(lrs, losses) for n, f in zip(names, suggest_funcs)}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        shared = [values]                  # every rank saw its own shard: all take rank 0's suggestions
+        torch.distributed.broadcast_object_list(shared, src=0)
+        values = shared[0]
     suggestions = SuggestedLRs(**values)
     rec = getattr(self, 'recorder', None)
     if isinstance(rec, Recorder):

@@ -52,6 +52,7 @@ def test_two_ranks_equal_one_process_with_the_double_batch(tmp_path):
         assert got['train_iter'] == reference['train_iter'] == 3 * 8
         for col in ('train_loss', 'valid_loss', 'accuracy'):      # reduced across ranks: the single-process values
             assert got['history'][col] == pytest.approx(reference['history'][col], abs=1e-5), col
+    assert got['suggested'] == torch.load(tmp_path / 'rank0.pt')['suggested']   # lr_find: one suggestion for all
     # one voice: rank 0 printed the epoch table, rank 1 printed nothing
     assert 'valid_loss' in res[0][1] and len(res[0][1].strip().splitlines()) == 4
     assert res[1][1] == ''
