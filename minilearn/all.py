@@ -17,11 +17,13 @@ from .progress import *
 from .learner import *
 from .schedule import *
 from .stopping import *
+from .checkpoint import *
+from .precision import *
 from .loggers import *
 from .interpret import *
 from .profile import *
 from .distributed import Distributed, is_main
-from . import core, data, metrics, recorder, progress, learner, schedule, stopping, loggers, interpret, profile
+from . import core, data, metrics, recorder, progress, learner, schedule, stopping, checkpoint, precision, loggers, interpret, profile
 
 __all__ = (['torch', 'nn', 'F', 'Distributed', 'is_main']
-           + [name for m in (core, data, metrics, recorder, progress, learner, schedule, stopping, loggers, interpret, profile) for name in m.__all__])
+           + [name for m in (core, data, metrics, recorder, progress, learner, schedule, stopping, checkpoint, precision, loggers, interpret, profile) for name in m.__all__])

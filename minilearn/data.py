@@ -55,11 +55,12 @@ class _IndexLoader:
         order = self._order()
         if self.drop_last: order = order[:len(self) * self.bs]
         skip, self._skip = self._skip, 0
-        for i, b in enumerate(self._split(order)):
-            if i < skip: continue
-            self._pos = i + 1
-            yield self._get(b)
-        self._pos = 0
+        try:
+            for i, b in enumerate(self._split(order)):
+                if i < skip: continue
+                self._pos = i + 1
+                yield self._get(b)
+        finally: self._pos = 0       # the epoch is over, finished or closed early
 
     def _split(self, order: torch.Tensor):
         return order.split(self.bs)

@@ -97,9 +97,11 @@ def check_state_dict(model: nn.Module, sd: dict, strict: bool = True, what: str 
     unexpected = [k for k in sd if k not in own]
     shapes = [f'{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}' for k in own
               if k in sd and isinstance(sd[k], torch.Tensor) and sd[k].shape != own[k].shape]
-    if shapes or (strict and (missing or unexpected)):
+    not_tensors = [k for k in own if k in sd and not isinstance(sd[k], torch.Tensor)]
+    if shapes or not_tensors or (strict and (missing or unexpected)):
         lines = [f'{what} does not fit this model ({type(model).__name__}); nothing was changed.']
         if shapes: lines.append('shape mismatches: ' + '; '.join(shapes[:10]))
+        if not_tensors: lines.append(f'not tensors: {not_tensors[:10]}')
         if missing: lines.append(f'missing in the file: {missing[:10]}')
         if unexpected: lines.append(f'unexpected in the file: {unexpected[:10]}')
         lines.append('Is it a checkpoint of another architecture? (strict=False ignores missing/unexpected keys)')
@@ -305,10 +307,14 @@ class Learner:
         start, self.start_iter = (self.start_iter if self.training else 0), 0
         inv = 1 / (self.n_iter * self.n_epoch) if self.n_iter and self.n_epoch else 0.
         device = self.device
-        for self.iter, (xb, yb) in enumerate(self.dl, start):
-            self.xb, self.yb = to_device(xb, device), to_device(yb, device)
-            if self.training: self.pct_train = (self.epoch * self.n_iter + self.iter) * inv
-            self._with_events(self._one_batch, 'batch', CancelBatchException)
+        it = iter(self.dl)
+        try:
+            for self.iter, (xb, yb) in enumerate(it, start):
+                self.xb, self.yb = to_device(xb, device), to_device(yb, device)
+                if self.training: self.pct_train = (self.epoch * self.n_iter + self.iter) * inv
+                self._with_events(self._one_batch, 'batch', CancelBatchException)
+        finally:
+            if hasattr(it, 'close'): it.close()    # a pass cut short ends the loader's epoch now, not at garbage collection
 
     def _one_batch(self):
         try: self.pred = self.fwd(self.xb)
@@ -414,11 +420,14 @@ class Learner:
             raise ValueError(f'{path} was not written by Learner.save (no "model" entry)')
         check_state_dict(self.model, state['model'], strict, what=str(path))
         opt_state = state.get('opt') if with_opt else None
+        opt = self.opt
         if opt_state is not None:
-            if self.opt is None: self._make_opt(None)
-            _check_opt_state(self.opt, opt_state, path)
+            if opt is None: opt = self.opt_func(self.model.parameters(), lr=self.lr)   # kept only if the load succeeds
+            _check_opt_state(opt, opt_state, path)
         self.model.load_state_dict(state['model'], strict=strict)
-        if opt_state is not None: self.opt.load_state_dict(opt_state)
+        if opt_state is not None:
+            self.opt = opt
+            self.opt.load_state_dict(opt_state)
         return self
 
 def _check_opt_state(opt: torch.optim.Optimizer, sd: dict, path):
