@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .core import Callback
+from .distributed import Distributed, rank, world_size
 from .learner import Learner, atomic_save, check_state_dict, safe_load
 
 # %% auto #0
@@ -183,6 +184,12 @@ def _other_problems(learn: Learner, state: dict) -> list[str]:
     it, n_iter = state['iter'], state['n_iter']
     if it is not None and not (ints(it) and ints(n_iter, 1) and it < n_iter):
         out.append(f'its batch counter {it!r} does not fit its {n_iter!r} batches per epoch')
+    saved_world = state.get('world_size', 1)
+    if saved_world != world_size():
+        out.append(f'it was written by a fit on {saved_world} process(es) and this fit runs on {world_size()}: '
+                   f'resume with the same number of processes (torchrun --nproc_per_node={saved_world})')
+    elif 'ranks' in state and not (isinstance(state['ranks'], list) and all(isinstance(r, dict) for r in state['ranks'])):
+        out.append('its per-process states are malformed')
     rng = state['rng']
     if not (isinstance(rng, dict) and isinstance(rng.get('torch'), torch.Tensor)
             and rng['torch'].dtype == torch.uint8 and rng['torch'].numel() == torch.get_rng_state().numel()
@@ -268,8 +275,9 @@ def _apply(learn: Learner, state: dict):
         p.grad = None if g is None else g.to(device=p.device, dtype=p.dtype)
     dl = learn.dls.train
     if state['loader'] is not None and _resumable(dl): dl.load_state_dict(state['loader'])
-    _set_rng_state(state['rng'])
-    partial = state['recorder_epoch']
+    own = state['ranks'][rank()] if 'ranks' in state else state     # distributed: this rank's own part
+    _set_rng_state(own['rng'])
+    partial = own['recorder_epoch']
     if mid and partial is not None and rec is not None:
         losses = list(partial['losses'].to(learn.device).unbind()) if len(partial['losses']) else []
         learn.add_cb(_ResumeRecorder(rec, losses, list(partial['sizes']), float(partial['elapsed'])))
@@ -301,6 +309,7 @@ def _positive(v, what: str, kind=int):
 class Checkpoint(Callback):
     "Writes the whole training state atomically every `every_epochs`/`every_steps`/`every_seconds`, and on SIGINT/SIGTERM."
     order, run_valid = 100, False
+    writes_files = True                # not run by lr_find
 
     def __init__(self, every_epochs: int | None = 1, every_steps: int | None = None, every_seconds: float | None = None,
                  fname: str = 'checkpoint', keep_last: int = 1, on_interrupt: bool = True):
@@ -321,6 +330,11 @@ class Checkpoint(Callback):
         if (self.every_steps or self.every_seconds) and not _resumable(learn.dls.train):
             raise ValueError(f'Checkpoint(every_steps/every_seconds): {_NEEDS_LOADER}')
         self._last_step, self._last_time, self._signal = None, time.monotonic(), None
+        dist_cb = next((cb for cb in learn.cbs if isinstance(cb, Distributed)), None)
+        self._dist = dist_cb if dist_cb is not None and dist_cb.world_size > 1 else None
+        if self._dist is not None and self.every_seconds:
+            raise ValueError('Checkpoint(every_seconds=...) is not supported in distributed training: each process '
+                             'reads its own clock, so they would not agree; use every_steps or every_epochs')
         base = _base(learn, self.fname)
         stale = re.compile(r'\.' + re.escape(base.name) + r'(-\d+)?\.pth\..+\.tmp')
         if base.parent.is_dir():
@@ -339,8 +353,13 @@ class Checkpoint(Callback):
         for sig, old in self._old_handlers.items(): signal.signal(sig, old if old is not None else signal.SIG_DFL)
         self._old_handlers = {}
 
+    def _agreed_signal(self) -> int | None:
+        "The signal to act on: this process's, or in distributed training any process's (one all-reduce)."
+        if self._dist is None or not self.on_interrupt: return self._signal
+        return self._dist.max_int(self._signal or 0) or None
+
     def after_batch(self):
-        if self._signal is not None: self._stop(mid_epoch=True)
+        if self._agreed_signal() is not None: self._stop(mid_epoch=True)
         n = self.learn.train_iter
         if self.every_steps and n != self._last_step and n % self.every_steps == 0:
             self._last_step = n
@@ -348,7 +367,7 @@ class Checkpoint(Callback):
         elif self.every_seconds and time.monotonic() - self._last_time >= self.every_seconds: self.save(mid_epoch=True)
 
     def after_epoch(self):
-        if self._signal is not None: self._stop(mid_epoch=False)
+        if self._agreed_signal() is not None: self._stop(mid_epoch=False)
         done = self.learn.epoch + 1
         if self.every_epochs and (done % self.every_epochs == 0 or done == self.learn.n_epoch): self.save()
 
@@ -358,7 +377,7 @@ class Checkpoint(Callback):
         if sig is not None and self.learn.fit_exception is None: raise _interrupt(sig)   # came after the last batch
 
     def _stop(self, mid_epoch: bool):
-        learn, sig = self.learn, self._signal
+        learn, sig = self.learn, self._agreed_signal()
         self._signal = None
         name = signal.Signals(sig).name
         if mid_epoch and not _resumable(learn.dls.train):   # stop now rather than finish a possibly long epoch
@@ -370,7 +389,9 @@ class Checkpoint(Callback):
                       + (f', batch {learn.iter}' if mid_epoch else '') + f' is in {path} '
                       '(continue with learn.fit(n_epoch, resume=True))')
         if learn.stop_reason is None: learn.stop_reason = reason
-        raise _interrupt(sig)
+        exc = _interrupt(sig)
+        exc.agreed = True          # distributed training: every process raises it here, no need to agree again
+        raise exc
 
     def save(self, mid_epoch: bool = False) -> Path:
         "Write the training state now (`mid_epoch`: from a training `after_batch`); returns the file's path."
@@ -379,7 +400,14 @@ class Checkpoint(Callback):
         else:
             old = _numbered(base.parent, base.name)
             path = base.with_name(f'{base.name}-{(old[-1][0] + 1 if old else 1):06d}.pth')
-        atomic_save(training_state(self.learn, mid_epoch), path)
+        state = training_state(self.learn, mid_epoch)
+        if self._dist is not None:     # rank 0 writes what all ranks share, plus each rank's own RNG and losses
+            state['ranks'] = self._dist.gather({'rng': state['rng'], 'recorder_epoch': state['recorder_epoch']})
+            state['world_size'] = len(state['ranks'])
+            if self._dist.rank != 0:
+                self.last_path, self._last_time = path, time.monotonic()
+                return path
+        atomic_save(state, path)
         if self.keep_last > 1:
             for _, p in _numbered(base.parent, base.name)[:-self.keep_last]: p.unlink(missing_ok=True)
         self.last_path, self._last_time = path, time.monotonic()

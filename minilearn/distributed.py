@@ -145,6 +145,18 @@ class Distributed(Callback):
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
+    def max_int(self, v: int) -> int:
+        "The largest of the ints `v` given by all ranks (one all-reduce; every rank must call it)."
+        t = self._flag_tensor(int(v))
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def gather(self, obj) -> list:
+        "`obj` of every rank, in rank order (every rank must call it)."
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def _flag_tensor(self, v: int) -> torch.Tensor:
         dev = self.learn.device if dist.get_backend() == 'nccl' else torch.device('cpu')
         return torch.tensor([v], dtype=torch.int64, device=dev)
@@ -194,6 +206,7 @@ class Distributed(Callback):
             try:
                 for f in fs: f()
             except _DEFERRED as e:
+                if getattr(e, 'agreed', False): raise          # every rank raised it at this point already
                 if _severity(e) > _severity(self._pending): self._pending = e
             if not inner or every_loss: return self._agree(ev)
             if ev != 'after_batch': return

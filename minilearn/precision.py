@@ -166,15 +166,34 @@ class GradientAccumulation(Callback):
         self.n_batches = n_batches
         self._count = self._total = self._planned = self._size = 0
         self._stepping = self._cancelled = False
-        self._loss = None
+        self._loss = self._no_sync = None
 
     def before_train(self): self._cancelled = False
 
-    def before_backward(self):
+    def _group_end(self) -> int:
+        "The batch before which this batch's group ends (the epoch's end bounds the last group)."
         learn, n = self.learn, self.n_batches
+        end = (learn.iter // n + 1) * n
+        return min(end, learn.n_iter) if learn.n_iter else end
+
+    def before_batch(self):
+        # distributed training: a batch that will not step skips DDP's gradient all-reduce (no_sync around forward)
+        self.after_pred()              # a context left open by a batch cancelled before its prediction
+        no_sync = getattr(self.learn.fwd, 'no_sync', None)
+        if no_sync is not None and self.learn.iter + 1 != self._group_end():
+            self._no_sync = no_sync()
+            self._no_sync.__enter__()
+
+    def after_pred(self):
+        if self._no_sync is not None: self._no_sync.__exit__(None, None, None)
+        self._no_sync = None
+
+    def after_cancel_batch(self): self.after_pred()
+
+    def before_backward(self):
+        learn = self.learn
         self._size = size = _batch_size(learn.yb)      # Python ints only: no host sync
-        end = (learn.iter // n + 1) * n                 # this batch's group ends before batch `end` of the epoch
-        if learn.n_iter: end = min(end, learn.n_iter)
+        end = self._group_end()                         # this batch's group ends before batch `end` of the epoch
         if self._count == 0: self._planned = size * (end - learn.iter)
         self._count += 1
         self._total += size

@@ -22,11 +22,12 @@ def data():
     return x, y
 
 
-def learner(bs=16, **kw):
+def learner(bs=16, dropout=False, **kw):
     x, y = data()
     torch.manual_seed(0)
     dls = DataLoaders.from_tensors(x, y, valid_pct=0.2, bs=bs, seed=0)
-    return Learner(nn.Linear(4, 3), dls, nn.CrossEntropyLoss(), opt_func=torch.optim.SGD, lr=0.1,
+    model = nn.Sequential(nn.Dropout(0.2), nn.Linear(4, 3)) if dropout else nn.Linear(4, 3)
+    return Learner(model, dls, nn.CrossEntropyLoss(), opt_func=torch.optim.SGD, lr=0.1,
                    metrics=[accuracy], path=out, **kw)
 
 
@@ -82,6 +83,33 @@ elif scenario == 'stops':
     fourth = (learn.train_iter, learn.stop_reason, all(p.isfinite().all() for p in learn.model.parameters()))
     torch.save({'budget': first, 'rank1': second, 'early': third, 'nan': fourth, 'model': learn.model.state_dict()},
                out / f'rank{rank}.pt')
+elif scenario == 'checkpoint':         # straight 4 epochs vs 2 epochs (last checkpoint mid-epoch) + resume
+    from minilearn.checkpoint import Checkpoint
+    straight = learner(dropout=True)
+    straight.fit(4)
+    part = learner(dropout=True)
+    part.fit(2, cbs=[Checkpoint(every_epochs=None, every_steps=5)])      # last written at step 15: epoch 1, batch 6
+    resumed = learner(dropout=True)
+    resumed.fit(4, resume=True)
+    opt_equal = all(torch.equal(a, b) for sa, sb in zip(straight.opt.state_dict()['state'].values(),
+                                                         resumed.opt.state_dict()['state'].values())
+                    for a, b in zip(sa.values(), sb.values()))
+    torch.save({'straight': result(straight), 'resumed': result(resumed), 'opt_equal': opt_equal,
+                'files': sorted(p.name for p in (out / 'models').iterdir())}, out / f'rank{rank}.pt')
+elif scenario == 'accumulate':         # 2 ranks x batch 8 x 2 accumulated == 1 process x batch 32
+    from minilearn.precision import GradientAccumulation
+    syncs = []
+    class CountSyncs(Callback):
+        "Counts DDP's gradient all-reduces with a communication hook (installed after Distributed set DDP up)."
+        def before_fit(self):
+            from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+            def hook(state, bucket):
+                syncs.append(1)
+                return allreduce_hook(state, bucket)
+            self.learn.distributed.ddp.register_comm_hook(None, hook)
+    learn = learner(bs=8)
+    learn.fit(3, cbs=[GradientAccumulation(2), CountSyncs()])
+    torch.save(result(learn, syncs=len(syncs)), out / f'rank{rank}.pt')
 elif scenario == 'error':
     learn = learner(cbs=[FailOnRank1()])
     learn.fit(3)

@@ -60,6 +60,20 @@ def test_two_ranks_equal_one_process_with_the_double_batch(tmp_path):
     assert not (tmp_path / 'files1').exists() or not any((tmp_path / 'files1').iterdir())
 
 
+def test_gradient_accumulation_syncs_only_on_steps(tmp_path):
+    ref = launch('reference', tmp_path, world=1)
+    assert ref[0][0] == 0, ref[0][2]
+    res = launch('accumulate', tmp_path)
+    assert all(r[0] == 0 for r in res), [r[2][-2000:] for r in res]
+    reference = torch.load(tmp_path / 'reference.pt')
+    for rank in range(2):
+        got = torch.load(tmp_path / f'rank{rank}.pt')
+        assert got['train_iter'] == reference['train_iter'] == 24
+        assert got['syncs'] == 24                   # one all-reduce per step, none on the 24 accumulating batches
+        for k, v in reference['model'].items():
+            assert torch.allclose(got['model'][k], v, atol=1e-5), k
+
+
 def test_stops_are_agreed_by_all_ranks(tmp_path):
     res = launch('stops', tmp_path)
     assert all(r[0] == 0 for r in res), [r[2][-2000:] for r in res]
@@ -71,6 +85,33 @@ def test_stops_are_agreed_by_all_ranks(tmp_path):
     steps, reason, finite = r0['nan']
     assert r0['nan'] == r1['nan'] and steps == 3 and 'TerminateOnNaN' in reason and finite   # no rank stepped on NaN
     assert all(torch.equal(r0['model'][k], r1['model'][k]) for k in r0['model'])
+
+
+def test_a_two_rank_checkpoint_resumes_bit_identical(tmp_path):
+    res = launch('checkpoint', tmp_path)
+    assert all(r[0] == 0 for r in res), [r[2][-2000:] for r in res]
+    for rank in range(2):
+        got = torch.load(tmp_path / f'rank{rank}.pt')
+        straight, resumed = got['straight'], got['resumed']
+        assert straight['train_iter'] == resumed['train_iter'] == 32
+        assert all(torch.equal(straight['model'][k], resumed['model'][k]) for k in straight['model'])
+        assert got['opt_equal']
+        without_time = lambda h: {k: v for k, v in h.items() if k != 'time'}
+        assert without_time(straight['history']) == without_time(resumed['history'])
+        assert got['files'] == ['checkpoint.pth']            # one file, written by rank 0 (atomically: no .tmp left)
+    assert 'after epoch 1, batch 6' in res[0][1] and res[1][1] == ''
+    # the same checkpoint in a single process: refused, with what to do
+    from minilearn.data import DataLoaders
+    from minilearn.learner import Learner
+    import minilearn.checkpoint  # noqa: F401 (resume_from)
+    x, y = torch.randn(320, 4), torch.randint(0, 3, (320,))
+    learn = Learner(torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(4, 3)),
+                    DataLoaders.from_tensors(x, y, bs=16), torch.nn.CrossEntropyLoss(), opt_func=torch.optim.SGD,
+                    path=tmp_path)
+    w = learn.model[1].weight.detach().clone()
+    with pytest.raises(ValueError, match='nproc_per_node=2'):
+        learn.fit(4, resume=True)
+    assert torch.equal(learn.model[1].weight, w)
 
 
 def test_an_error_on_one_rank_ends_both(tmp_path):
