@@ -39,12 +39,18 @@ def launch(scenario: str, out: Path, world: int = 2, timeout: float = 120):
     return results
 
 
-def test_two_ranks_equal_one_process_with_the_double_batch(tmp_path):
-    ref = launch('reference', tmp_path, world=1)
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    "One process, batch 32, SGD: the fit that two ranks of batch 16 must reproduce."
+    out = tmp_path_factory.mktemp('reference')
+    ref = launch('reference', out, world=1)
     assert ref[0][0] == 0, ref[0][2]
+    return torch.load(out / 'reference.pt')
+
+
+def test_two_ranks_equal_one_process_with_the_double_batch(tmp_path, reference):
     res = launch('weights', tmp_path)
     assert all(r[0] == 0 for r in res), [r[2][-2000:] for r in res]
-    reference = torch.load(tmp_path / 'reference.pt')
     for rank in range(2):
         got = torch.load(tmp_path / f'rank{rank}.pt')
         for k, v in reference['model'].items():
@@ -60,12 +66,9 @@ def test_two_ranks_equal_one_process_with_the_double_batch(tmp_path):
     assert not (tmp_path / 'files1').exists() or not any((tmp_path / 'files1').iterdir())
 
 
-def test_gradient_accumulation_syncs_only_on_steps(tmp_path):
-    ref = launch('reference', tmp_path, world=1)
-    assert ref[0][0] == 0, ref[0][2]
+def test_gradient_accumulation_syncs_only_on_steps(tmp_path, reference):
     res = launch('accumulate', tmp_path)
     assert all(r[0] == 0 for r in res), [r[2][-2000:] for r in res]
-    reference = torch.load(tmp_path / 'reference.pt')
     for rank in range(2):
         got = torch.load(tmp_path / f'rank{rank}.pt')
         assert got['train_iter'] == reference['train_iter'] == 24
