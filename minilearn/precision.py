@@ -9,6 +9,7 @@ import math, warnings
 import torch
 from fastcore.basics import patch
 
+from .recorder import batch_size
 from .core import Callback, CancelStepException
 from .learner import Learner
 
@@ -149,12 +150,6 @@ class MixedPrecision(Callback):
     def __repr__(self): return f'MixedPrecision(dtype={self.dtype}, scaler={self.scaler is not None})'
 
 # %% ../nbs/14_precision.ipynb #f90ab1bb
-def _batch_size(yb) -> int:
-    if isinstance(yb, torch.Tensor): return yb.shape[0] if yb.ndim else 1
-    if isinstance(yb, (list, tuple)): return _batch_size(yb[0])
-    if isinstance(yb, dict): return _batch_size(next(iter(yb.values())))
-    return len(yb)
-
 class GradientAccumulation(Callback):
     "Adds up the gradients of `n_batches` batches per optimizer step, weighted so it equals the step on their concatenation."
     order = 5            # its before_step decides first whether this batch steps at all
@@ -192,7 +187,7 @@ class GradientAccumulation(Callback):
 
     def before_backward(self):
         learn = self.learn
-        self._size = size = _batch_size(learn.yb)      # Python ints only: no host sync
+        self._size = size = batch_size(learn.yb)      # Python ints only: no host sync
         end = self._group_end()                         # this batch's group ends before batch `end` of the epoch
         if self._count == 0: self._planned = size * (end - learn.iter)
         self._count += 1

@@ -12,7 +12,7 @@ from .core import Callback
 from .metrics import Metric, metric_name
 
 # %% auto #0
-__all__ = ['weighted_means', 'Recorder']
+__all__ = ['weighted_means', 'batch_size', 'Recorder']
 
 # %% ../nbs/04_recorder.ipynb #62a31df7
 def weighted_means(columns: list[list], sizes: list[int], reduce=None, device=None) -> list[float]:
@@ -26,11 +26,12 @@ def weighted_means(columns: list[list], sizes: list[int], reduce=None, device=No
     *totals, count = sums.tolist()                                # the one host read of the pass
     return [t / count if count else math.nan for t in totals]
 
-def _batch_size(yb) -> int:
-    if isinstance(yb, torch.Tensor): return yb.shape[0] if yb.ndim else 1
-    if isinstance(yb, (list, tuple)): return _batch_size(yb[0])
-    if isinstance(yb, dict): return _batch_size(next(iter(yb.values())))
-    return len(yb)
+def batch_size(b) -> int:
+    "The number of samples in batch part `b` (a tensor, or the first tensor of a tuple/list/dict); no host sync."
+    if isinstance(b, torch.Tensor): return b.shape[0] if b.ndim else 1
+    if isinstance(b, (list, tuple)): return batch_size(b[0])
+    if isinstance(b, dict): return batch_size(next(iter(b.values())))
+    return len(b)
 
 class Recorder(Callback):
     "Records per-epoch `history` (losses, metrics, seconds) and per-batch `losses` and `lrs`."
@@ -76,7 +77,7 @@ class Recorder(Callback):
     def after_batch(self):
         learn = self.learn
         self._losses.append(learn.loss.detach())
-        self._sizes.append(_batch_size(learn.yb))
+        self._sizes.append(batch_size(learn.yb))
         if learn.training:
             self._lrs.append(self._groups[0]['lr'])
             return

@@ -11,6 +11,7 @@ from torch import nn
 
 from .core import Callback, CancelFitException, CancelTrainException
 from .distributed import is_main
+from .recorder import batch_size
 
 # %% auto #0
 __all__ = ['TrackerCallback', 'EarlyStopping', 'Budget', 'TerminateOnNaN', 'ReduceLROnPlateau', 'SaveBestModel']
@@ -154,12 +155,6 @@ class EarlyStopping(TrackerCallback):
         self.best_weights = state.get('best_weights')
 
 # %% ../nbs/07_stopping.ipynb #20a40905
-def _n_samples(b) -> int:
-    "The batch size of `b` (a tensor, or the first tensor in a tuple/list/dict), read from its shape."
-    while isinstance(b, (tuple, list, dict)): b = next(iter(b.values())) if isinstance(b, dict) else b[0]
-    if isinstance(b, torch.Tensor): return b.shape[0] if b.ndim else 1
-    return len(b)
-
 class Budget(Callback):
     "Ends the fit when it has spent `max_time` seconds, `max_steps` steps, `max_samples` samples or `max_cost`."
     order = -5        # after the Recorder (-10) has recorded the batch
@@ -234,7 +229,7 @@ class Budget(Callback):
     def before_train(self): self._steps0, self._iter0 = self.steps, self.learn.train_iter
 
     def after_batch(self):      # training batches only: two counters, a clock read and three comparisons
-        self.samples += _n_samples(self.learn.xb)
+        self.samples += batch_size(self.learn.xb)
         self.steps = self._steps0 + self.learn.train_iter - self._iter0
         if (self._spent_time + (time.perf_counter() - self._t0) < self.time_limit
                 and self.steps < self._max_steps and self.samples < self._max_samples): return

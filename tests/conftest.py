@@ -23,6 +23,15 @@ def blobs(n=100, seed=0):
     return x, torch.cat([torch.zeros(n), torch.ones(n)]).long()
 
 
+@pytest.fixture(autouse=True, scope='session')
+def one_thread():
+    "One torch thread: bit-identical results across processes, and on a shared 2-core machine no waiting."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def reg_dls():
     x, y = regression_data()
@@ -33,13 +42,6 @@ def reg_dls():
 def clf_dls():
     x, y = blobs()
     return DataLoaders.from_tensors(x, y, valid_pct=0.2, bs=32, seed=0)
-
-
-@pytest.fixture
-def quiet():
-    "Keyword arguments for a Learner that prints nothing."
-    from minilearn.progress import ProgressCallback
-    return dict(cbs=[])
 
 
 def silent(learn):

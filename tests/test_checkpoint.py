@@ -15,13 +15,6 @@ import _resume_script as S
 from _resume_script import assert_same_fit
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Single-threaded torch, as in the subprocess tests: bit-identical results, and no thread contention."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 NB = S.N_BATCHES
 

@@ -14,13 +14,6 @@ from minilearn.recorder import Recorder
 from minilearn.precision import GradientAccumulation, GradientClip, MixedPrecision
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "One intra-op thread: on a shared 2-core machine more threads only make these small fits wait for each other."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def reg_data(n=100, seed=0):

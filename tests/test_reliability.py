@@ -13,13 +13,6 @@ from _resume_script import assert_same_fit
 SCRIPT = Path(__file__).with_name('_resume_script.py')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Single-threaded torch in this process too, as in the scripts: bit-identical results, and no thread contention."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def run_script(*args, timeout=120) -> subprocess.CompletedProcess:

@@ -13,13 +13,6 @@ from minilearn.stopping import (Budget, EarlyStopping, ReduceLROnPlateau, SaveBe
 
 
 # ----- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "Tiny models on a shared machine: extra threads only add waiting (and noise to the timing tests)."
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 class Feed(Callback):
