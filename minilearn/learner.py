@@ -444,4 +444,6 @@ class GatherPreds(Callback):
     def after_batch(self):
         self.preds.append(self.learn.pred.detach())
         self.targs.append(self.learn.yb)
-    def result(self): return torch.cat(self.preds), torch.cat(self.targs)
+    def result(self):
+        "The gathered predictions and targets, each concatenated."
+        return torch.cat(self.preds), torch.cat(self.targs)

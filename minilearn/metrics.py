@@ -59,14 +59,18 @@ class Metric:
 class RMSE(Metric):
     "Root mean squared error over the whole pass."
     name = 'rmse'
-    def reset(self): self.total, self.count = 0., 0
+    def reset(self):
+        "Start a new pass: no squared error, no samples."
+        self.total, self.count = 0., 0
     def accumulate(self, pred, targ):
+        "Add the batch's squared errors (a device tensor) and its number of targets."
         pred, targ = _flat(pred, targ)
         self.total = self.total + (pred.float() - targ.float()).pow(2).sum()
         self.count += targ.numel()
     @property
     def value(self): return (self.total / max(self.count, 1)) ** 0.5
     def reduce(self, sum_across):
+        "Sum the squared errors and counts of all processes."
         t = sum_across(torch.stack([torch.as_tensor(self.total, dtype=torch.float64),
                                     torch.tensor(self.count, dtype=torch.float64)]))
         self.total, self.count = t[0], int(t[1])
