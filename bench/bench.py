@@ -99,6 +99,19 @@ def _valid_loss(losses, sizes):
     w = torch.tensor(sizes, dtype=torch.float32)
     return ((torch.stack(losses).float() * w).sum() / w.sum()).item()
 
+def valid_pass(model, batches, loss_func, metric) -> float:
+    "The hand-written loops' validation: loss and metric per batch on the device, one read at the end."
+    import torch
+    model.eval()
+    losses, metrics, sizes = [], [], []
+    with torch.no_grad():
+        for xb, yb in batches:
+            pred = model(xb)
+            losses.append(loss_func(pred, yb))
+            metrics.append(metric(pred, yb))
+            sizes.append(len(yb))
+    return _valid_loss(losses, sizes)
+
 def raw_fit(model, train_dl, valid_dl, loss_func, metric, epochs, lr):
     "(a) The hand-written loop: the seven steps, then a validation pass per epoch (loss and metric)."
     import torch
@@ -110,15 +123,7 @@ def raw_fit(model, train_dl, valid_dl, loss_func, metric, epochs, lr):
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        model.eval()
-        losses, metrics, sizes = [], [], []
-        with torch.no_grad():
-            for xb, yb in valid_dl:
-                pred = model(xb)
-                losses.append(loss_func(pred, yb))
-                metrics.append(metric(pred, yb))
-                sizes.append(len(yb))
-        valid_loss = _valid_loss(losses, sizes)
+        valid_loss = valid_pass(model, valid_dl, loss_func, metric)
     return valid_loss
 
 def floor_fit(model, x, y, tidx, vidx, bs, loss_func, metric, epochs, lr, seed=SEED):
@@ -133,15 +138,7 @@ def floor_fit(model, x, y, tidx, vidx, bs, loss_func, metric, epochs, lr, seed=S
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        model.eval()
-        losses, metrics, sizes = [], [], []
-        with torch.no_grad():
-            for b in vidx.split(bs):
-                pred, yb = model(x[b]), y[b]
-                losses.append(loss_func(pred, yb))
-                metrics.append(metric(pred, yb))
-                sizes.append(len(yb))
-        valid_loss = _valid_loss(losses, sizes)
+        valid_loss = valid_pass(model, ((x[b], y[b]) for b in vidx.split(bs)), loss_func, metric)
     return valid_loss
 
 def raw_variant_fit(variant, model, train_dl, valid_dl, loss_func, metric, epochs, lr, n_accum=2):
