@@ -112,11 +112,14 @@ def valid_pass(model, batches, loss_func, metric) -> float:
             sizes.append(len(yb))
     return _valid_loss(losses, sizes)
 
-def raw_fit(model, train_dl, valid_dl, loss_func, metric, epochs, lr):
+def _no_turn(): pass
+
+def raw_fit(model, train_dl, valid_dl, loss_func, metric, epochs, lr, turn=_no_turn):
     "(a) The hand-written loop: the seven steps, then a validation pass per epoch (loss and metric)."
     import torch
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for epoch in range(epochs):
+        turn()
         model.train()
         for xb, yb in train_dl:
             loss = loss_func(model(xb), yb)
@@ -126,12 +129,13 @@ def raw_fit(model, train_dl, valid_dl, loss_func, metric, epochs, lr):
         valid_loss = valid_pass(model, valid_dl, loss_func, metric)
     return valid_loss
 
-def floor_fit(model, x, y, tidx, vidx, bs, loss_func, metric, epochs, lr, seed=SEED):
+def floor_fit(model, x, y, tidx, vidx, bs, loss_func, metric, epochs, lr, seed=SEED, turn=_no_turn):
     "(c) floor: the hand-written loop that cuts each batch by indexing the whole tensors (`x[idx]`)."
     import torch
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
+        turn()
         model.train()
         for b in tidx[torch.randperm(len(tidx), generator=g)].split(bs):
             loss = loss_func(model(x[b]), y[b])
@@ -141,7 +145,7 @@ def floor_fit(model, x, y, tidx, vidx, bs, loss_func, metric, epochs, lr, seed=S
         valid_loss = valid_pass(model, ((x[b], y[b]) for b in vidx.split(bs)), loss_func, metric)
     return valid_loss
 
-def raw_variant_fit(variant, model, train_dl, valid_dl, loss_func, metric, epochs, lr, n_accum=2):
+def raw_variant_fit(variant, model, train_dl, valid_dl, loss_func, metric, epochs, lr, n_accum=2, turn=_no_turn):
     "The hand-written loop with one issue-10 tool written by hand (what the callback must match)."
     import contextlib, torch
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -151,6 +155,7 @@ def raw_variant_fit(variant, model, train_dl, valid_dl, loss_func, metric, epoch
     accum = n_accum if variant == 'accum' else 1
     n = len(train_dl)
     for epoch in range(epochs):
+        turn()
         model.train()
         group = []   # accum: batch sizes of the current group, so its step is the mean over its samples
         for i, (xb, yb) in enumerate(train_dl):
@@ -192,15 +197,54 @@ def variant_cbs(variant):
     if variant == 'compile': return [], {'compile': True}
     raise ValueError(f'unknown variant {variant!r}; known: {", ".join(VARIANTS)}')
 
-def learner_fit(model, dls, loss_func, metric, epochs, lr, cbs=(), **kwargs):
+def learner_fit(model, dls, loss_func, metric, epochs, lr, cbs=(), turn=_no_turn, **kwargs):
     "(b)/(c): a Learner with its default callbacks (Recorder, ProgressCallback), a metric, nothing printed."
+    from minilearn.core import Callback
     from minilearn.learner import Learner
-    learn = Learner(model, dls, loss_func, lr=lr, metrics=[metric], cbs=list(cbs), **kwargs)
+    class Turn(Callback):     # the bench's hook, not part of what is measured: first at every epoch's start
+        order = -10**9
+        def before_epoch(self): turn()
+    learn = Learner(model, dls, loss_func, lr=lr, metrics=[metric], cbs=list(cbs) + [Turn()], **kwargs)
     learn.progress.show_bar = False
     with learn.no_logging(): learn.fit(epochs)
     return learn.recorder.history['valid_loss'][-1]
 
-def run_once(setting: str, impl: str, variant: str | None, epochs: int, perturb: bool = False):
+class Clock:
+    """Times one fit, epoch by epoch, leaving out the time spent waiting for its turn.
+
+    `turn()` is called at the start of every epoch. With `wait` (epoch-level interleaving) it blocks there
+    until the driver says go; the wait is subtracted from the wall and CPU times, so `fit_s` is the fit's
+    own time. `epoch_s` holds the time of each segment between turns (the first: from the start of the fit)."""
+    def __init__(self, wait=None, mark=None):
+        self.wait, self.waited, self.waited_cpu, self.epoch_s = wait, 0., 0., []
+        self.spans = []         # (start, end) of each segment, perf_counter (system-wide on Linux)
+        self.mark = mark        # called just before the fit starts and just after it ends (bench/instructions.py)
+        self._last = None
+
+    def start(self):
+        if self.mark: self.mark()
+        self.t0 = self._last = time.perf_counter()
+        self.c0 = time.process_time()
+
+    def turn(self):
+        t = time.perf_counter()
+        self.epoch_s.append(t - self._last)
+        self.spans.append((self._last, t))
+        if self.wait is not None:
+            c = time.process_time()
+            self.wait()
+            self.waited_cpu += time.process_time() - c
+            self.waited += time.perf_counter() - t
+        self._last = time.perf_counter()
+
+    def stop(self) -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
+        if self.mark: self.mark()
+        self.epoch_s.append(t - self._last)
+        self.spans.append((self._last, t))
+        return t - self.t0 - self.waited, c - self.c0 - self.waited_cpu
+
+def run_once(setting: str, impl: str, variant: str | None, epochs: int, perturb: bool = False, clock=None):
     "Build fresh data, model and loaders, then time one fit; returns (wall s, CPU s, valid_loss, weight checksum)."
     import torch
     s = SETTINGS[setting]
@@ -218,17 +262,21 @@ def run_once(setting: str, impl: str, variant: str | None, epochs: int, perturb:
         dls = DataLoaders(train_dl, valid_dl)
     if variant and impl == 'learner': cbs, kwargs = variant_cbs(variant)
     gc.collect()
-    c0, t0 = time.process_time(), time.perf_counter()
-    if impl == 'raw' and variant: vl = raw_variant_fit(variant, model, train_dl, valid_dl, loss_func, metric, epochs, lr)
-    elif impl == 'raw': vl = raw_fit(model, train_dl, valid_dl, loss_func, metric, epochs, lr)
-    elif impl == 'floor': vl = floor_fit(model, x, y, tidx, vidx, s.bs, loss_func, metric, epochs, lr)
-    elif impl == 'learner' and variant: vl = learner_fit(model, dls, loss_func, metric, epochs, lr, cbs, **kwargs)
-    else: vl = learner_fit(model, dls, loss_func, metric, epochs, lr)
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    clock = clock or Clock()
+    turn = clock.turn
+    clock.start()
+    if impl == 'raw' and variant:
+        vl = raw_variant_fit(variant, model, train_dl, valid_dl, loss_func, metric, epochs, lr, turn=turn)
+    elif impl == 'raw': vl = raw_fit(model, train_dl, valid_dl, loss_func, metric, epochs, lr, turn=turn)
+    elif impl == 'floor': vl = floor_fit(model, x, y, tidx, vidx, s.bs, loss_func, metric, epochs, lr, turn=turn)
+    elif impl == 'learner' and variant:
+        vl = learner_fit(model, dls, loss_func, metric, epochs, lr, cbs, turn=turn, **kwargs)
+    else: vl = learner_fit(model, dls, loss_func, metric, epochs, lr, turn=turn)
+    dt, cpu = clock.stop()
     wsum = sum(p.detach().double().abs().sum().item() for p in model.parameters())
     return dt, cpu, float(vl), wsum
 
-def measure_here(setting, impl, variant=None, epochs=None, no_warmup=False, perturb=False) -> dict:
+def measure_here(setting, impl, variant=None, epochs=None, no_warmup=False, perturb=False, wait=None) -> dict:
     "One measurement in this process: import times, a cold first fit (1 epoch), then the timed fit."
     t0 = time.perf_counter()
     import torch
@@ -244,31 +292,88 @@ def measure_here(setting, impl, variant=None, epochs=None, no_warmup=False, pert
     first_fit_s = None
     if not no_warmup:   # the first fit in a fresh process: lazy imports, first allocations, compilation
         first_fit_s, _, _, _ = run_once(setting, impl, variant, 1)
-    fit_s, cpu_s, valid_loss, wsum = run_once(setting, impl, variant, epochs, perturb)
+    clock = Clock(wait)
+    fit_s, cpu_s, valid_loss, wsum = run_once(setting, impl, variant, epochs, perturb, clock)
     n_train = math.ceil(round(s.n * (1 - VALID_PCT)) / s.bs)
     n_valid = math.ceil(round(s.n * VALID_PCT) / s.bs)
     return dict(setting=setting, impl=impl, variant=variant, epochs=epochs,
-                fit_s=fit_s, cpu_s=cpu_s, first_fit_s=first_fit_s, import_torch_s=import_torch_s,
-                import_minilearn_s=import_minilearn_s, n_batches=epochs * (n_train + n_valid),
+                fit_s=fit_s, cpu_s=cpu_s, epoch_s=clock.epoch_s, spans=clock.spans, first_fit_s=first_fit_s,
+                import_torch_s=import_torch_s, import_minilearn_s=import_minilearn_s,
+                n_batches=epochs * (n_train + n_valid),
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                valid_loss=valid_loss, wsum=wsum)
+                valid_loss=valid_loss, wsum=wsum, interleave='epoch' if wait else 'process')
+
+def _wait_for_go():
+    "Epoch-level interleaving, worker side: tell the driver this epoch is about to start; block until it says go."
+    print('wait', flush=True)
+    if sys.stdin.readline().strip() != 'go': sys.exit('bench worker: the driver went away')
 
 def worker(args):
-    "The `--worker` process: one measurement, printed as one JSON line."
-    print(json.dumps(measure_here(args.setting, args.impl, args.variant, args.epochs, args.no_warmup, args.perturb)))
+    "The `--worker` process: one measurement, printed as one JSON line (the last line of its output)."
+    wait = _wait_for_go if args.lockstep else None
+    print(json.dumps(measure_here(args.setting, args.impl, args.variant, args.epochs, args.no_warmup, args.perturb, wait)),
+          flush=True)
+    if args.lockstep: sys.stdin.readline()   # exit only when all have finished: an exiting process slows the others
 
 # ----- the driver: interleaved repeats, one process per measurement -----------------------------------
-def measure(setting, impl, variant=None, epochs=None, no_warmup=False, perturb=False) -> dict:
+WORKER_ENV = dict(TQDM_DISABLE='1', OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+
+def _worker_cmd(setting, impl, variant=None, epochs=None, no_warmup=False, perturb=False) -> list[str]:
     cmd = [sys.executable, os.path.abspath(__file__), '--worker', '--setting', setting, '--impl', impl]
     if variant: cmd += ['--variant-one', variant]
     if epochs: cmd += ['--epochs', str(epochs)]
     if no_warmup: cmd.append('--no-warmup')
     if perturb: cmd.append('--perturb')
-    env = dict(os.environ, TQDM_DISABLE='1', OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    return cmd
+
+def measure(setting, impl, variant=None, epochs=None, no_warmup=False, perturb=False) -> dict:
+    "Process-level interleaving: one worker process runs its whole fit alone."
+    p = subprocess.run(_worker_cmd(setting, impl, variant, epochs, no_warmup, perturb), capture_output=True,
+                       text=True, env=dict(os.environ, **WORKER_ENV))
     if p.returncode != 0:
         raise RuntimeError(f'worker {setting}/{impl}/{variant} failed (exit {p.returncode}):\n{p.stderr[-3000:]}')
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+def measure_together(cells, epochs=None, no_warmup=False, perturb=False) -> list[dict]:
+    """Epoch-level interleaving: one worker process per cell, taking turns epoch by epoch.
+
+    The workers start one after another (imports and first fits never overlap) and each stops at the start
+    of its timed fit's first epoch. Then every round lets each run one epoch, alone, in the order
+    A B C, then C B A, ...: a burst of load on the machine, which lasts from a fraction of a second to a
+    few seconds here, lands on all of them alike instead of on whichever process happened to be running."""
+    import tempfile
+    procs, errs, results = [], [], {}
+    def fail(i, why):
+        errs[i].seek(0)
+        raise RuntimeError(f'worker {cells[i]} {why}:\n{errs[i].read()[-3000:]}')
+    def step(i) -> bool:
+        "Let worker i run one epoch; True when it has finished its fit (its result read)."
+        p = procs[i]
+        p.stdin.write('go\n'); p.stdin.flush()
+        line = p.stdout.readline()
+        if line.strip() == 'wait': return False
+        if not line: fail(i, f'failed (exit {p.wait()})')
+        results[i] = json.loads(line)
+        return True
+    try:
+        for i, cell in enumerate(cells):
+            errs.append(tempfile.TemporaryFile('w+'))
+            procs.append(subprocess.Popen(_worker_cmd(*cell, epochs, no_warmup, perturb) + ['--lockstep'],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs[i], text=True,
+                                          env=dict(os.environ, **WORKER_ENV)))
+            if procs[i].stdout.readline().strip() != 'wait': fail(i, 'did not reach its first epoch')
+        active, r = list(range(len(cells))), 0
+        while active:
+            active = [i for i in (active if r % 2 == 0 else active[::-1]) if not step(i)]
+            if r % 2: active.reverse()
+            r += 1
+        for p in procs: p.stdin.close()     # now they may all exit
+        for p in procs: p.wait()
+    finally:
+        for p in procs:
+            if p.poll() is None: p.kill()
+        for e in errs: e.close()
+    return [results[i] for i in range(len(cells))]
 
 def precision_available() -> bool:
     import importlib.util
@@ -355,7 +460,11 @@ def main(argv=None):
     ap.add_argument('--smoke', action='store_true',
                     help='CI: one repeat of tiny (2 epochs, in this process, no timing); exit 1 if the results disagree')
     ap.add_argument('--json', help='also write every run as JSON lines to this file')
+    ap.add_argument('--interleave', choices=('epoch', 'process'), default='epoch',
+                    help='epoch (default): the processes of a repeat take turns epoch by epoch; '
+                         'process: each process runs its whole fit alone, one after another')
     ap.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+    ap.add_argument('--lockstep', action='store_true', help=argparse.SUPPRESS)
     ap.add_argument('--setting', help=argparse.SUPPRESS)
     ap.add_argument('--impl', help=argparse.SUPPRESS)
     ap.add_argument('--variant-one', dest='variant', help=argparse.SUPPRESS)
@@ -383,12 +492,20 @@ def main(argv=None):
     for lib in ('fastai', 'lightning'):
         import importlib.util
         if importlib.util.find_spec(lib) is None: notes.append(f'{lib} is not installed: no {lib} row')
-    print(machine(), flush=True)
+    print(machine() + f'; interleave {"none (smoke)" if args.smoke else args.interleave}', flush=True)
     results = []
     for r, cells in enumerate(plan(settings, impls, variants, variant_settings, args.repeats)):
         # a smoke run reads no timing, so it fits in this process: one torch import instead of four
-        run = measure_here if args.smoke else measure
-        runs = [run(*cell, args.epochs, args.no_warmup, args.perturb) for cell in cells]
+        if args.smoke or args.interleave == 'process':
+            run = measure_here if args.smoke else measure
+            runs = [run(*cell, args.epochs, args.no_warmup, args.perturb) for cell in cells]
+        else:   # the cells of one setting (and variant) take turns epoch by epoch
+            groups = {}
+            for cell in cells: groups.setdefault((cell[0], cell[2]), []).append(cell)
+            done = {}
+            for group in groups.values():
+                done.update(zip(group, measure_together(group, args.epochs, args.no_warmup, args.perturb)))
+            runs = [done[cell] for cell in cells]
         for (setting, impl, variant), res in zip(cells, runs):
             res['repeat'] = r
             results.append(res)

@@ -231,10 +231,11 @@ class Learner:
     def _with_events(self, f: Callable, phase: str, cancel: type):
         before, after_cancel, after = _PHASE_EVENTS[phase]
         try:
-            self(before)
+            for cb in self._dispatch[before]: cb()
             f()
-        except cancel: self(after_cancel)
-        self(after)
+        except cancel:
+            for cb in self._dispatch[after_cancel]: cb()
+        for cb in self._dispatch[after]: cb()
 
     def fit(self, n_epoch: int, lr: float | None = None, cbs: Iterable[Callback] | None = None, resume=None):
         "Train for `n_epoch` epochs (at `lr` if given), with extra callbacks `cbs`; `resume` a checkpoint."
@@ -319,12 +320,12 @@ class Learner:
     def _one_batch(self):
         try: self.pred = self.fwd(self.xb)
         except Exception as e: raise self._explain(e, 'the model') from None
-        self('after_pred')
+        for cb in self._dispatch['after_pred']: cb()
         try:
             if self._check_next_batch: self.loss = self._checked_loss()
             else: self.loss = self.loss_func(self.pred, self.yb)
         except Exception as e: raise self._explain(e, 'the loss function') from None
-        self('after_loss')
+        for cb in self._dispatch['after_loss']: cb()
         if not self.training: return
         self._with_events(self._backward, 'backward', CancelBackwardException)
         self._with_events(self._step, 'step', CancelStepException)

@@ -76,7 +76,7 @@ class Recorder(Callback):
 
     def after_batch(self):
         learn = self.learn
-        self._losses.append(learn.loss.detach())
+        self._losses.append(learn.loss.data)     # no graph kept; see above for why not detach()
         self._sizes.append(batch_size(learn.yb))
         if learn.training:
             self._lrs.append(self._groups[0]['lr'])
