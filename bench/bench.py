@@ -293,14 +293,16 @@ def measure_here(setting, impl, variant=None, epochs=None, no_warmup=False, pert
     if not no_warmup:   # the first fit in a fresh process: lazy imports, first allocations, compilation
         first_fit_s, _, _, _ = run_once(setting, impl, variant, 1)
     clock = Clock(wait)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     fit_s, cpu_s, valid_loss, wsum = run_once(setting, impl, variant, epochs, perturb, clock)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     n_train = math.ceil(round(s.n * (1 - VALID_PCT)) / s.bs)
     n_valid = math.ceil(round(s.n * VALID_PCT) / s.bs)
     return dict(setting=setting, impl=impl, variant=variant, epochs=epochs,
                 fit_s=fit_s, cpu_s=cpu_s, epoch_s=clock.epoch_s, spans=clock.spans, first_fit_s=first_fit_s,
                 import_torch_s=import_torch_s, import_minilearn_s=import_minilearn_s,
                 n_batches=epochs * (n_train + n_valid),
-                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, page_faults=faults,
                 valid_loss=valid_loss, wsum=wsum, interleave='epoch' if wait else 'process')
 
 def _wait_for_go():

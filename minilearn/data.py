@@ -95,6 +95,11 @@ class TensorLoader(_IndexLoader):
 
     def _get(self, b): return self.x[b], self.y[b]
 
+    @property
+    def device(self) -> torch.device | None:
+        "Where every batch already is: the device of `x` and `y` (None when they differ). The learner skips moving them."
+        return self.x.device if self.x.device == self.y.device else None
+
     def __repr__(self):
         return f'TensorLoader(n={self.n}, bs={self.bs}, shuffle={self.shuffle}, batches={len(self)})'
 

@@ -308,10 +308,12 @@ class Learner:
         start, self.start_iter = (self.start_iter if self.training else 0), 0
         inv = 1 / (self.n_iter * self.n_epoch) if self.n_iter and self.n_epoch else 0.
         device = self.device
+        move = getattr(self.dl, 'device', None) != device    # a loader whose batches are already there says so
         it = iter(self.dl)
         try:
             for self.iter, (xb, yb) in enumerate(it, start):
-                self.xb, self.yb = to_device(xb, device), to_device(yb, device)
+                if move: xb, yb = to_device(xb, device), to_device(yb, device)
+                self.xb, self.yb = xb, yb
                 if self.training: self.pct_train = (self.epoch * self.n_iter + self.iter) * inv
                 self._with_events(self._one_batch, 'batch', CancelBatchException)
         finally:

@@ -121,6 +121,24 @@ def test_batches_moved_to_the_model_device(reg_dls):
     assert set(seen) == {('cpu', 'cpu')} and learn.device == torch.device('cpu')
 
 
+def test_loader_that_declares_its_device_is_not_moved(monkeypatch):
+    # TensorLoader.device says where its batches are; on the learner's device the loop skips to_device,
+    # a loader without `device` (torch's DataLoader) or one on another device is moved as before
+    import minilearn.learner as L
+    calls = []
+    real = L.to_device
+    monkeypatch.setattr(L, 'to_device', lambda b, d: calls.append(d) or real(b, d))
+    x, y = regression_data(64)
+    dls = DataLoaders.from_tensors(x, y, bs=16)
+    assert dls.train.device == torch.device('cpu') and dls.valid.device == torch.device('cpu')
+    silent(Learner(nn.Linear(1, 1), dls, nn.MSELoss())).fit(1)
+    assert calls == []
+    plain = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    silent(Learner(nn.Linear(1, 1), DataLoaders(plain, plain), nn.MSELoss())).fit(1)
+    assert len(calls) == 2 * 8                                 # xb and yb of 4 training + 4 validation batches
+    assert TensorLoader(x, y.to('meta'), bs=16).device is None     # x and y on different devices: nothing declared
+
+
 def test_nested_batches_and_plain_torch_dataloader():
     x, y = regression_data(32)
     class TwoInputs(nn.Module):
