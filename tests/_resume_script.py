@@ -42,12 +42,14 @@ class StopAt(Callback):
 
 
 class Ready(Callback):
-    "After `n` steps, prints READY and waits for a signal (its handler runs, then the batch goes on)."
+    "After `n` steps, prints READY and waits until the Checkpoint's handler has seen a signal; then the batch goes on."
     def __init__(self, n=5): self.n = n
     def after_step(self):
         if self.learn.train_iter == self.n:
             print('READY', flush=True)
-            signal.pause()
+            # not signal.pause(): a signal that arrives between the print and the pause would leave it waiting forever
+            deadline = time.monotonic() + 60
+            while self.learn.checkpoint._signal is None and time.monotonic() < deadline: time.sleep(0.01)
 
 
 def make_learner(path, seed=0, cbs=()):
