@@ -9,21 +9,11 @@ __all__ = []
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .core import *
-from .data import *
-from .metrics import *
-from .recorder import *
-from .progress import *
-from .learner import *
-from .schedule import *
-from .stopping import *
-from .checkpoint import *
-from .precision import *
-from .loggers import *
-from .interpret import *
-from .profile import *
-from .distributed import Distributed, is_main
-from . import core, data, metrics, recorder, progress, learner, schedule, stopping, checkpoint, precision, loggers, interpret, profile
+from . import (core, files, data, metrics, recorder, progress, state, learner, schedule, stopping, checkpoint,
+                       precision, loggers, interpret, profile)
+from .distributed import Distributed
 
-__all__ = (['torch', 'nn', 'F', 'Distributed', 'is_main']
-           + [name for m in (core, data, metrics, recorder, progress, learner, schedule, stopping, checkpoint, precision, loggers, interpret, profile) for name in m.__all__])
+_MODULES = (core, files, data, metrics, recorder, progress, state, learner, schedule, stopping, checkpoint, precision,
+            loggers, interpret, profile)
+__all__ = ['torch', 'nn', 'F', 'Distributed', *(name for m in _MODULES for name in m.__all__)]
+globals().update({name: getattr(m, name) for m in _MODULES for name in m.__all__})   # what `import *` of each would do

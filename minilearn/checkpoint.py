@@ -4,307 +4,21 @@
 
 # %% ../nbs/08_checkpoint.ipynb #15b05ad6
 from __future__ import annotations
-import math, os, random, re, signal, threading, time
+import os, re, signal, threading, time
 from pathlib import Path
 
-import torch
-
-from .core import Callback
-from .distributed import Distributed, rank, world_size
-from .learner import Learner, atomic_save, check_state_dict, safe_load
+from .core import Callback, check_number
+from .files import atomic_save
+from .state import (_NEEDS_LOADER, in_model_dir, newest_checkpoint, numbered_checkpoints, resumable,
+                             training_state)
+_all_ = ['newest_checkpoint', 'training_state']   # where they were before minilearn.state existed
 
 # %% auto #0
-__all__ = ['training_state', 'newest_checkpoint', 'Checkpoint']
-
-# %% ../nbs/08_checkpoint.ipynb #0745e192
-_FORMAT, _VERSION = 'minilearn.checkpoint', 1
-_KEYS = ('model', 'opt', 'opt_class', 'grads', 'callbacks', 'callback_classes', 'epoch', 'iter', 'n_epoch',
-         'n_iter', 'train_iter', 'loader', 'rng', 'recorder_epoch')
-_NEEDS_LOADER = ('a mid-epoch checkpoint needs a training loader that can skip to a batch (with state_dict and '
-                 'load_state_dict), such as DataLoaders.from_tensors or from_dsets; use whole-epoch checkpoints '
-                 '(every_epochs) with other loaders')
-
-def _resumable(dl) -> bool:
-    return callable(getattr(dl, 'state_dict', None)) and callable(getattr(dl, 'load_state_dict', None))
-
-def _len(dl) -> int | None:
-    try: return len(dl)
-    except TypeError: return None
-
-def _rng_state() -> dict:
-    st = {'torch': torch.get_rng_state(), 'python': random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized(): st['cuda'] = torch.cuda.get_rng_state_all()
-    try: import numpy as np
-    except ImportError: return st
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    st['numpy'] = {'name': name, 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
-                   'has_gauss': int(has_gauss), 'cached_gaussian': float(cached)}
-    return st
-
-def _set_rng_state(st: dict):
-    torch.set_rng_state(st['torch'].cpu())
-    random.setstate(st['python'])
-    if st.get('cuda') is not None and torch.cuda.is_available() and len(st['cuda']) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in st['cuda']])
-    if st.get('numpy') is not None:
-        import numpy as np
-        n = st['numpy']
-        np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
-                             n['cached_gaussian']))
-
-def _recorder_epoch(learn, cb_states: dict) -> dict | None:
-    "The recorder's partial training pass: batch losses so far, their sizes, seconds elapsed."
-    # Recorder.state_dict holds finished epochs only; these three attributes are what it accumulates meanwhile.
-    rec = getattr(learn, 'recorder', None)
-    if rec is None or not hasattr(rec, '_losses') or 'epoch_losses' in cb_states.get('recorder', {}): return None
-    losses = torch.stack(rec._losses).detach() if rec._losses else torch.zeros(0)
-    return {'losses': losses, 'sizes': list(rec._sizes), 'elapsed': time.perf_counter() - rec._start}
-
-def training_state(learn: Learner, mid_epoch: bool = False) -> dict:
-    "The whole state of `learn`'s fit (model, optimizer, callbacks, counters, loader, RNGs) as tensors and plain values."
-    dl = learn.dls.train
-    if learn.opt is None: raise ValueError('the learner has no optimizer yet: take the training state during a fit')
-    if mid_epoch:
-        if not learn.training:
-            raise ValueError('a mid-epoch state must be taken inside a training pass (a training after_batch)')
-        if not _resumable(dl): raise ValueError(_NEEDS_LOADER)
-    cb_states = {cb.name: cb.state_dict() for cb in learn.cbs}
-    return {'format': _FORMAT, 'version': _VERSION,
-            'model': learn.model.state_dict(),
-            'opt': learn.opt.state_dict(), 'opt_class': type(learn.opt).__name__,
-            'grads': {k: p.grad.detach() for k, p in learn.model.named_parameters() if p.grad is not None},
-            'callbacks': {k: v for k, v in cb_states.items() if v},
-            'callback_classes': {cb.name: type(cb).__name__ for cb in learn.cbs},
-            'epoch': learn.epoch, 'iter': learn.iter if mid_epoch else None, 'n_epoch': learn.n_epoch,
-            'n_iter': _len(dl), 'train_iter': learn.train_iter,
-            'loader': dl.state_dict() if _resumable(dl) else None,
-            'rng': _rng_state(),
-            'recorder_epoch': _recorder_epoch(learn, cb_states) if mid_epoch else None}
-
-# %% ../nbs/08_checkpoint.ipynb #04bfa2ed
-def _base(learn: Learner, fname: str | os.PathLike) -> Path:
-    p = Path(fname)
-    return p if p.is_absolute() else learn.path / learn.model_dir / p
-
-def _numbered(folder: Path, stem: str) -> list[tuple[int, Path]]:
-    "The files `stem-N.pth` in `folder`, sorted by N."
-    if not folder.is_dir(): return []
-    pat = re.compile(re.escape(stem) + r'-(\d+)\.pth')
-    return sorted((int(m[1]), folder / n) for n in os.listdir(folder) if (m := pat.fullmatch(n)))
-
-def newest_checkpoint(folder: str | os.PathLike, fname: str = 'checkpoint') -> Path | None:
-    "The newest of `folder/fname.pth` and the numbered `folder/fname-N.pth` (by write time, then N), or `None`."
-    folder = Path(folder)
-    found = [(n, p) for n, p in [(-1, folder / f'{fname}.pth')] + _numbered(folder, fname) if p.is_file()]
-    return max(found, key=lambda c: (c[1].stat().st_mtime_ns, c[0]))[1] if found else None
-
-def _find(learn: Learner, checkpoint) -> Path:
-    if checkpoint is True:
-        fnames = [cb.fname for cb in learn.cbs if isinstance(cb, Checkpoint)] or ['checkpoint']
-        found = [p for f in fnames if (p := newest_checkpoint(_base(learn, f).parent, _base(learn, f).name))]
-        if not found:
-            raise FileNotFoundError(f'resume=True found no checkpoint ({", ".join(f + ".pth" for f in fnames)}) in '
-                                    f'{learn.path / learn.model_dir}: fit with cbs=[Checkpoint()] first, or pass a path')
-        return max(found, key=lambda p: p.stat().st_mtime_ns)
-    if isinstance(checkpoint, (str, os.PathLike)) and not isinstance(checkpoint, bool):
-        p = Path(checkpoint)
-        if p.exists(): return p
-        if p.suffix != '.pth': p = p.with_name(p.name + '.pth')
-        return _base(learn, p)
-    raise TypeError(f'resume must be True, a checkpoint name in learn.path/model_dir or a path, got {checkpoint!r}')
-
-# %% ../nbs/08_checkpoint.ipynb #3d3cdc03
-def _same_structure(cur: dict, saved, what: str) -> list[str]:
-    if not isinstance(saved, dict): return [f'{what} is not a dict']
-    out = []
-    for k, v in cur.items():
-        if k not in saved: out.append(f'{what} has no {k!r}')
-        elif isinstance(v, torch.Tensor) and not (isinstance(saved[k], torch.Tensor) and saved[k].shape == v.shape
-                                                  and saved[k].dtype == v.dtype):
-            out.append(f'{what} {k!r} is not a {v.dtype} tensor of shape {tuple(v.shape)}')
-    return out
-
-def _opt_problems(opt: torch.optim.Optimizer, state: dict) -> list[str]:
-    if state['opt_class'] != type(opt).__name__:
-        return [f'the optimizer is {type(opt).__name__} but the checkpoint was written with {state["opt_class"]}: '
-                'use the same opt_func']
-    sd = state['opt']
-    groups = sd.get('param_groups') if isinstance(sd, dict) else None
-    if not isinstance(groups, list) or not isinstance(sd.get('state'), dict) or not all(
-            isinstance(g, dict) and isinstance(g.get('params'), list) for g in groups):
-        return ['its optimizer entry is not an optimizer state dict']
-    ours, theirs = [len(g['params']) for g in opt.param_groups], [len(g['params']) for g in groups]
-    if ours != theirs: return [f'optimizer parameter groups differ: {theirs} parameters in the file, {ours} here']
-    params = {i: p for g, o in zip(groups, opt.param_groups) for i, p in zip(g['params'], o['params'])}
-    out = []
-    for i, st in sd['state'].items():
-        if i not in params: out.append(f'optimizer state for an unknown parameter {i!r}'); continue
-        for k, v in (st.items() if isinstance(st, dict) else ()):
-            if isinstance(v, torch.Tensor) and v.ndim and v.shape != params[i].shape:
-                out.append(f'optimizer state {k!r} of parameter {i}: file {tuple(v.shape)} vs parameter '
-                           f'{tuple(params[i].shape)}')
-    return out[:10]
-
-def _callback_problems(learn: Learner, state: dict) -> list[str]:
-    saved, classes = state['callbacks'], state['callback_classes']
-    have = {cb.name: cb for cb in learn.cbs}
-    out = []
-    lacking = [f'{n} ({classes.get(n, "?")})' for n in saved if n not in have]
-    if lacking: out.append(f'the checkpoint holds the state of callbacks this fit lacks: {", ".join(lacking)}; '
-                           'add them (with the same names) to resume')
-    for n, cb in have.items():
-        if n in saved and classes.get(n) != type(cb).__name__:
-            out.append(f'callback {n!r} is a {type(cb).__name__} here but a {classes.get(n)} in the checkpoint')
-        elif n not in saved and cb.state_dict():
-            out.append(f'callback {n!r} ({type(cb).__name__}) has state but was not in the checkpointed fit: '
-                       'remove it, or start a new fit instead of resuming')
-    return out
-
-def _loader_problems(learn: Learner, state: dict) -> list[str]:
-    dl, saved = learn.dls.train, state['loader']
-    if state['iter'] is None:      # whole epoch: the loader state is used only if both sides have one
-        return _same_structure(dl.state_dict(), saved, 'its loader state') if saved is not None and _resumable(dl) else []
-    if not _resumable(dl) or saved is None: return ['it was taken in the middle of an epoch, and ' + _NEEDS_LOADER]
-    if _len(dl) != state['n_iter']:
-        return [f'the training loader has {_len(dl)} batches but the checkpoint was taken with {state["n_iter"]}: '
-                'resume with the same data and batch size']
-    return _same_structure(dl.state_dict(), saved, 'its loader state')
-
-def _other_problems(learn: Learner, state: dict) -> list[str]:
-    out = []
-    bad = [k for k, v in state['model'].items() if not isinstance(v, torch.Tensor)]
-    if bad: out.append(f'model entries that are not tensors: {bad[:10]}')
-    params = dict(learn.model.named_parameters())
-    grads = state['grads'] if isinstance(state['grads'], dict) else {None: None}
-    bad = [k for k, g in grads.items() if k not in params or not isinstance(g, torch.Tensor) or g.shape != params[k].shape]
-    if bad: out.append(f'gradients that fit no parameter: {bad[:10]}')
-    ints = lambda v, lo=0: isinstance(v, int) and not isinstance(v, bool) and v >= lo
-    if not (ints(state['epoch']) and ints(state['train_iter']) and ints(state['n_epoch'])):
-        out.append('its epoch/step counters are not non-negative integers')
-    it, n_iter = state['iter'], state['n_iter']
-    if it is not None and not (ints(it) and ints(n_iter, 1) and it < n_iter):
-        out.append(f'its batch counter {it!r} does not fit its {n_iter!r} batches per epoch')
-    saved_world = state.get('world_size', 1)
-    if saved_world != world_size():
-        out.append(f'it was written by a fit on {saved_world} process(es) and this fit runs on {world_size()}: '
-                   f'resume with the same number of processes (torchrun --nproc_per_node={saved_world})')
-    elif 'ranks' in state and not (isinstance(state['ranks'], list) and all(isinstance(r, dict) for r in state['ranks'])):
-        out.append('its per-process states are malformed')
-    rng = state['rng']
-    if not (isinstance(rng, dict) and isinstance(rng.get('torch'), torch.Tensor)
-            and rng['torch'].dtype == torch.uint8 and rng['torch'].numel() == torch.get_rng_state().numel()
-            and isinstance(rng.get('python'), tuple) and len(rng['python']) == 3):
-        out.append('its random generator states are malformed')
-    rec = state['recorder_epoch']
-    if rec is not None and not (isinstance(rec, dict) and isinstance(rec.get('losses'), torch.Tensor)
-                                and isinstance(rec.get('sizes'), list) and len(rec['sizes']) == len(rec['losses'])):
-        out.append("its recorder's epoch-in-progress entry is malformed")
-    return out
-
-def _check(learn: Learner, state, path: Path):
-    "Raise a `ValueError` naming everything in `state` that does not fit `learn`; changes nothing."
-    if not isinstance(state, dict) or state.get('format') != _FORMAT:
-        hint = (' It looks like a Learner.save file: load its weights with learn.load(name).'
-                if isinstance(state, dict) and 'model' in state else '')
-        raise ValueError(f'{path} is not a checkpoint written by minilearn.checkpoint.Checkpoint.{hint}')
-    version = state.get('version')
-    if not isinstance(version, int) or version > _VERSION:
-        raise ValueError(f'{path} has checkpoint format version {version!r}; this minilearn reads up to {_VERSION}')
-    missing = [k for k in _KEYS if k not in state]
-    if missing: raise ValueError(f'{path} is an incomplete checkpoint (no {", ".join(missing)}); nothing was changed')
-    check_state_dict(learn.model, state['model'], strict=True, what=str(path))
-    problems = (_other_problems(learn, state) + _opt_problems(learn.opt, state) + _callback_problems(learn, state)
-                + _loader_problems(learn, state))
-    if problems:
-        raise ValueError(f'{path} cannot resume this fit; nothing was changed:\n  - ' + '\n  - '.join(problems))
-
-# %% ../nbs/08_checkpoint.ipynb #3f30a6c7
-class _ResumeRecorder(Callback):
-    "Puts a resumed epoch's batch losses back into the recorder after it reset them; then removes itself."
-    order = -9     # just after Recorder (-10)
-
-    def __init__(self, rec, losses: list, sizes: list, elapsed: float):
-        self.rec, self.losses, self.sizes, self.elapsed = rec, losses, sizes, elapsed
-
-    def before_epoch(self): self.rec._start = time.perf_counter() - self.elapsed
-
-    def before_train(self):
-        self.rec._losses.extend(self.losses)
-        self.rec._sizes.extend(self.sizes)
-        self.learn.remove_cb(self)
-
-    def after_fit(self):
-        if self.learn is not None: self.learn.remove_cb(self)
-
-def _load_opt_in_place(opt: torch.optim.Optimizer, sd: dict):
-    "`opt.load_state_dict(sd)`, keeping the param-group dicts (and their list) that callbacks captured in `before_fit`."
-    groups, dicts = opt.param_groups, list(opt.param_groups)
-    opt.load_state_dict(sd)                       # torch makes new group dicts: a scheduler would set a stale lr
-    for d, new in zip(dicts, opt.param_groups): d.update(new)
-    opt.param_groups = groups
-
-def _keep_lists(rec, old_hps: dict):
-    "Recorder.load_state_dict makes new hps lists; a scheduler appends to those it found in before_fit: refill them."
-    for k, new in rec.hps.items():
-        if k in old_hps and old_hps[k] is not new:
-            old_hps[k][:] = new
-            rec.hps[k] = old_hps[k]
-
-def _apply(learn: Learner, state: dict):
-    saved, rec = state['callbacks'], getattr(learn, 'recorder', None)
-    counters = (learn.epoch, learn.train_iter, learn.start_epoch, learn.start_iter)
-    mid = state['iter'] is not None
-    learn.epoch, learn.train_iter = state['epoch'], state['train_iter']   # before the callbacks: they may read them
-    learn.start_epoch, learn.start_iter = (state['epoch'], state['iter'] + 1) if mid else (state['epoch'] + 1, 0)
-    old_hps, done = dict(getattr(rec, 'hps', {})), []
-    try:
-        for cb in learn.cbs:
-            if cb.name not in saved: continue
-            before = cb.state_dict()
-            cb.load_state_dict(saved[cb.name])
-            done.append((cb, before))
-    except BaseException:          # a callback refused its state: put back the counters and those already loaded
-        learn.epoch, learn.train_iter, learn.start_epoch, learn.start_iter = counters
-        for cb, before in done: cb.load_state_dict(before)
-        raise
-    if rec is not None and hasattr(rec, 'hps'): _keep_lists(rec, old_hps)
-    learn.model.load_state_dict(state['model'])
-    _load_opt_in_place(learn.opt, state['opt'])
-    for k, p in learn.model.named_parameters():
-        g = state['grads'].get(k)
-        p.grad = None if g is None else g.to(device=p.device, dtype=p.dtype)
-    dl = learn.dls.train
-    if state['loader'] is not None and _resumable(dl): dl.load_state_dict(state['loader'])
-    own = state['ranks'][rank()] if 'ranks' in state else state     # distributed: this rank's own part
-    _set_rng_state(own['rng'])
-    partial = own['recorder_epoch']
-    if mid and partial is not None and rec is not None:
-        losses = list(partial['losses'].to(learn.device).unbind()) if len(partial['losses']) else []
-        learn.add_cb(_ResumeRecorder(rec, losses, list(partial['sizes']), float(partial['elapsed'])))
-
-def _resume_from(self: Learner, checkpoint):
-    "Restore the training state of `checkpoint` (`True`: the newest; a name in `path/model_dir`; a path) into this fit."
-    if checkpoint is False: return
-    path = _find(self, checkpoint)
-    state = safe_load(path, map_location='cpu')
-    _check(self, state, path)
-    _apply(self, state)
-    where = f'epoch {state["epoch"]}' + ('' if state['iter'] is None else f', batch {state["iter"]}')
-    self.logger(f'resumed from {path} (after {where}; {self.train_iter} steps taken)')
-    if state['n_epoch'] != self.n_epoch:
-        self.logger(f'note: the checkpoint was taken in a {state["n_epoch"]}-epoch fit, this fit has {self.n_epoch} '
-                    'epochs: schedules follow the new length')
-    if self.start_epoch >= self.n_epoch: self.logger('the checkpoint is at the end of this fit: nothing left to train')
-
-Learner.resume_from = _resume_from
+__all__ = ['Checkpoint', 'newest_checkpoint', 'training_state']
 
 # %% ../nbs/08_checkpoint.ipynb #d0379fbd
 def _interrupt(signum: int) -> BaseException:
     return KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
-
-def _positive(v, what: str, kind=int):
-    ok = isinstance(v, kind) and not isinstance(v, bool) and v > 0 and (kind is int or math.isfinite(v))
-    if not ok: raise ValueError(f'{what} must be a positive {"int" if kind is int else "number"} or None, got {v!r}')
 
 class Checkpoint(Callback):
     "Writes the whole training state atomically every `every_epochs`/`every_steps`/`every_seconds`, and on SIGINT/SIGTERM."
@@ -313,11 +27,10 @@ class Checkpoint(Callback):
 
     def __init__(self, every_epochs: int | None = 1, every_steps: int | None = None, every_seconds: float | None = None,
                  fname: str = 'checkpoint', keep_last: int = 1, on_interrupt: bool = True):
-        for v, what, kind in ((every_epochs, 'every_epochs', int), (every_steps, 'every_steps', int),
-                              (every_seconds, 'every_seconds', (int, float))):
-            if v is not None: _positive(v, what, kind)
-        if not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1:
-            raise ValueError(f'keep_last must be an int >= 1, got {keep_last!r}')
+        check_number(every_epochs, 'every_epochs', integer=True, optional=True)
+        check_number(every_steps, 'every_steps', integer=True, optional=True)
+        check_number(every_seconds, 'every_seconds', optional=True)
+        check_number(keep_last, 'keep_last', integer=True)
         fname = os.fspath(fname) if isinstance(fname, (str, os.PathLike)) else None
         if not fname: raise ValueError('fname must be a non-empty file name, such as "checkpoint"')
         self.every_epochs, self.every_steps, self.every_seconds = every_epochs, every_steps, every_seconds
@@ -325,17 +38,22 @@ class Checkpoint(Callback):
         self.last_path: Path | None = None   # the file written last
         self._signal, self._old_handlers = None, {}
 
+    @property
+    def checkpoint_fname(self) -> str:
+        "The name its files start with: what `fit(resume=True)` looks for."
+        return self.fname
+
     def before_fit(self):
         learn = self.learn
-        if (self.every_steps or self.every_seconds) and not _resumable(learn.dls.train):
+        if (self.every_steps or self.every_seconds) and not resumable(learn.dls.train):
             raise ValueError(f'Checkpoint(every_steps/every_seconds): {_NEEDS_LOADER}')
         self._last_step, self._last_time, self._signal = None, time.monotonic(), None
-        dist_cb = next((cb for cb in learn.cbs if isinstance(cb, Distributed)), None)
+        dist_cb = getattr(learn, 'distributed', None)       # the Distributed callback, under torchrun
         self._dist = dist_cb if dist_cb is not None and dist_cb.world_size > 1 else None
         if self._dist is not None and self.every_seconds:
             raise ValueError('Checkpoint(every_seconds=...) is not supported in distributed training: each process '
                              'reads its own clock, so they would not agree; use every_steps or every_epochs')
-        base = _base(learn, self.fname)
+        base = in_model_dir(learn, self.fname)
         stale = re.compile(r'\.' + re.escape(base.name) + r'(-\d+)?\.pth\..+\.tmp')
         if base.parent.is_dir():
             for n in os.listdir(base.parent):
@@ -380,7 +98,7 @@ class Checkpoint(Callback):
         learn, sig = self.learn, self._agreed_signal()
         self._signal = None
         name = signal.Signals(sig).name
-        if mid_epoch and not _resumable(learn.dls.train):   # stop now rather than finish a possibly long epoch
+        if mid_epoch and not resumable(learn.dls.train):   # stop now rather than finish a possibly long epoch
             reason = (f'Checkpoint: {name} received in the middle of an epoch, and the training loader cannot skip to '
                       f'a batch, so no checkpoint was written; the last one is {self.last_path}')
         else:
@@ -388,27 +106,28 @@ class Checkpoint(Callback):
             reason = (f'Checkpoint: {name} received; the state after epoch {learn.epoch}'
                       + (f', batch {learn.iter}' if mid_epoch else '') + f' is in {path} '
                       '(continue with learn.fit(n_epoch, resume=True))')
-        if learn.stop_reason is None: learn.stop_reason = reason
+        learn.stop_fit(reason, exc=None)
         exc = _interrupt(sig)
         exc.agreed = True          # distributed training: every process raises it here, no need to agree again
         raise exc
 
     def save(self, mid_epoch: bool = False) -> Path:
         "Write the training state now (`mid_epoch`: from a training `after_batch`); returns the file's path."
-        base = _base(self.learn, self.fname)
+        base = in_model_dir(self.learn, self.fname)
         if self.keep_last == 1: path = base.with_name(base.name + '.pth')
         else:
-            old = _numbered(base.parent, base.name)
+            old = numbered_checkpoints(base.parent, base.name)
             path = base.with_name(f'{base.name}-{(old[-1][0] + 1 if old else 1):06d}.pth')
         state = training_state(self.learn, mid_epoch)
         if self._dist is not None:     # rank 0 writes what all ranks share, plus each rank's own RNG and losses
-            state['ranks'] = self._dist.gather({'rng': state['rng'], 'recorder_epoch': state['recorder_epoch']})
+            own = {'rng': state['rng'], 'recorder_epoch': state['callbacks'].get('recorder', {}).get('epoch')}
+            state['ranks'] = self._dist.gather(own)
             state['world_size'] = len(state['ranks'])
             if self._dist.rank != 0:
                 self.last_path, self._last_time = path, time.monotonic()
                 return path
         atomic_save(state, path)
         if self.keep_last > 1:
-            for _, p in _numbered(base.parent, base.name)[:-self.keep_last]: p.unlink(missing_ok=True)
+            for _, p in numbered_checkpoints(base.parent, base.name)[:-self.keep_last]: p.unlink(missing_ok=True)
         self.last_path, self._last_time = path, time.monotonic()
         return path

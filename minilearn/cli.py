@@ -39,23 +39,20 @@ def _save(fig, path: Path) -> Path:
     return path
 
 def _check_demo_args(epochs, lr, max_time, seed):
-    def number(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
-    if not (isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1):
-        raise ValueError(f'epochs must be a whole number of at least 1, got {epochs!r}')
-    for v, what in ((lr, 'lr'), (max_time, 'max_time')):
-        if v is not None and not (number(v) and math.isfinite(v) and v > 0):
-            raise ValueError(f'{what} must be a positive number or None, got {v!r}')
-    if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2 ** 63):
-        raise ValueError(f'seed must be a whole number from 0 to 2**63 - 1, got {seed!r}')
+    from minilearn.core import check_number
+    check_number(epochs, 'epochs', integer=True)
+    check_number(lr, 'lr', optional=True)
+    check_number(max_time, 'max_time', optional=True)
+    check_number(seed, 'seed', 'non-negative', integer=True)
+    if seed >= 2 ** 63: raise ValueError(f'seed must be a whole number from 0 to 2**63 - 1, got {seed!r}')
 
 def demo(epochs: int = 8, lr: float | None = None, max_time: float | None = None, seed: int = 0,
          out: str | os.PathLike = _DEFAULT_OUT, lr_find: bool = True, quiet: bool = False,
          log: Callable[[str], None] = print) -> dict:
     "Train the MNIST digit classifier for `epochs` (`lr_find` first unless `lr`), save its plots to `out`; returns what it measured."
     _check_demo_args(epochs, lr, max_time, seed)
-    from minilearn.schedule import fit_one_cycle, lr_find as _lr_find   # noqa: F401 (attach the methods)
     from minilearn.stopping import Budget
-    from minilearn.distributed import is_main
+    from minilearn.core import is_main
     main = is_main()                       # under torchrun only rank 0 prints and writes the plots
     if not main: log = lambda *a, **k: None
     say = (lambda *a, **k: None) if quiet else log

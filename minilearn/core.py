@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #64898d3d
 from __future__ import annotations
-import difflib, re
-from typing import Callable, Iterable
+import difflib, math, os, re, sys
+from typing import Callable
 
 # %% auto #0
 __all__ = ['PHASES', 'EVENTS', 'INNER_EVENTS', 'CancelFitException', 'CancelEpochException', 'CancelTrainException',
            'CancelValidException', 'CancelBatchException', 'CancelStepException', 'CancelBackwardException',
-           'callback_name', 'Callback', 'check_event_names', 'CallbackRegistry']
+           'callback_name', 'Callback', 'check_event_names', 'CallbackRegistry', 'check_number', 'in_notebook',
+           'launch_env', 'rank', 'world_size', 'is_main']
 
 # %% ../nbs/00_core.ipynb #6f243c75
 PHASES = ('fit', 'epoch', 'train', 'validate', 'batch', 'step', 'backward')
@@ -128,3 +129,52 @@ class CallbackRegistry:
     def __iter__(self): return iter(self.cbs)
     def __len__(self): return len(self.cbs)
     def __repr__(self): return f'CallbackRegistry({self.cbs})'
+
+# %% ../nbs/00_core.ipynb #0bdc353a
+_SIGNS = {'positive': lambda v: v > 0, 'non-negative': lambda v: v >= 0, 'any': lambda v: True}
+
+def check_number(v, what: str, sign: str = 'positive', integer: bool = False, finite: bool = True,
+                 optional: bool = False, hint: str = '', noun: str | None = None):
+    "Return `v` if it is a number (an int if `integer`, finite if `finite`) that is `sign` ('positive', 'non-negative', 'any'), else raise a `ValueError`."
+    if optional and v is None: return v
+    ok = isinstance(v, int if integer else (int, float)) and not isinstance(v, bool)
+    if ok and _SIGNS[sign](v) and (not finite or math.isfinite(v)): return v
+    noun = noun or ('int' if integer else 'number' if sign != 'any' else 'finite number')
+    kind = f'{sign} {noun}' if sign != 'any' else noun
+    article = 'an' if kind[0] in 'aeiou' else 'a'
+    raise ValueError(f'{what} must be {article} {kind}, got {v!r}'
+                     + (f' ({hint})' if hint else ''))
+
+def in_notebook() -> bool:
+    "True inside a Jupyter kernel (where output can be HTML and figures are shown by the front end)."
+    shell = sys.modules.get('IPython') and getattr(sys.modules['IPython'], 'get_ipython', lambda: None)()
+    return type(shell).__name__ == 'ZMQInteractiveShell'
+
+# %% ../nbs/00_core.ipynb #b88a496c
+def launch_env() -> dict | None:
+    "`{'rank', 'world_size', 'local_rank'}` when launched by torchrun with more than one process, else None."
+    try: world = int(os.environ.get('WORLD_SIZE', '1'))
+    except ValueError: return None
+    if world < 2: return None
+    return {'rank': int(os.environ.get('RANK', '0')), 'world_size': world,
+            'local_rank': int(os.environ.get('LOCAL_RANK', '0'))}
+
+def _dist():
+    import torch.distributed as dist       # torch is imported by then: this costs a dict lookup
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+def rank() -> int:
+    "This process's rank (0 when not distributed)."
+    if (dist := _dist()) is not None: return dist.get_rank()
+    env = launch_env()
+    return env['rank'] if env else 0
+
+def world_size() -> int:
+    "The number of processes training together (1 when not distributed)."
+    if (dist := _dist()) is not None: return dist.get_world_size()
+    env = launch_env()
+    return env['world_size'] if env else 1
+
+def is_main() -> bool:
+    "True on the process that prints and writes files: rank 0, or the only process."
+    return rank() == 0

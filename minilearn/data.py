@@ -6,21 +6,22 @@
 from __future__ import annotations
 import math
 from importlib import resources
-from typing import Any, Sequence
 
 import torch
 from torch.utils.data import default_collate
 
+from .core import check_number
+
 # %% auto #0
-__all__ = ['T_C', 'T_U', 'TensorLoader', 'DatasetLoader', 'DataLoaders', 'thermometer', 'mnist_3_7', 'mnist_digits']
+__all__ = ['T_C', 'T_U', 'TensorLoader', 'DatasetLoader', 'DataLoaders', 'to_device', 'batch_size', 'thermometer', 'mnist_3_7',
+           'mnist_digits']
 
 # %% ../nbs/01_data.ipynb #00855f01
 class _IndexLoader:
     "Shared logic of the loaders that own their order: seeded shuffling, batching, position state."
     def __init__(self, n: int, bs: int = 64, shuffle: bool = False, seed: int | None = 0, drop_last: bool = False,
                  idxs: torch.Tensor | None = None):
-        if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
-            raise ValueError(f'bs must be a positive int, got {bs!r}')
+        check_number(bs, 'bs', integer=True)
         self.idxs = idxs                      # positions in the underlying data this loader serves (None: all)
         self.n = n if idxs is None else len(idxs)
         self.bs, self.shuffle, self.drop_last = bs, shuffle, drop_last
@@ -146,6 +147,21 @@ class DataLoaders:
         return cls(train, valid)
 
     def __repr__(self): return f'DataLoaders(train={self.train!r}, valid={self.valid!r})'
+
+# %% ../nbs/01_data.ipynb #ecbd8b04
+def to_device(b, device: torch.device):
+    "Move the tensors in `b` (a tensor, or a tuple/list/dict of them, nested) to `device`."
+    if isinstance(b, torch.Tensor): return b if b.device == device else b.to(device, non_blocking=True)
+    if isinstance(b, (list, tuple)): return type(b)(to_device(o, device) for o in b)
+    if isinstance(b, dict): return {k: to_device(v, device) for k, v in b.items()}
+    return b
+
+def batch_size(b) -> int:
+    "The number of samples in batch part `b` (a tensor, or the first tensor of a tuple/list/dict); no host sync."
+    if isinstance(b, torch.Tensor): return b.shape[0] if b.ndim else 1
+    if isinstance(b, (list, tuple)): return batch_size(b[0])
+    if isinstance(b, dict): return batch_size(next(iter(b.values())))
+    return len(b)
 
 # %% ../nbs/01_data.ipynb #5bcdd57f
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]

@@ -4,42 +4,17 @@
 
 # %% ../nbs/18_distributed.ipynb #76b377cc
 from __future__ import annotations
-import math, os, time
+import math, time
 from typing import Callable
 
 import torch
 import torch.distributed as dist
 
-from .core import (EVENTS, INNER_EVENTS, Callback, CancelEpochException, CancelFitException,
-                            CancelTrainException)
+from .core import (INNER_EVENTS, Callback, CancelEpochException, CancelFitException,
+                            CancelTrainException, check_number, launch_env)
 
 # %% auto #0
-__all__ = ['launch_env', 'rank', 'world_size', 'is_main', 'ShardSampler', 'shard_loader', 'Distributed']
-
-# %% ../nbs/18_distributed.ipynb #e47477b5
-def launch_env() -> dict | None:
-    "`{'rank', 'world_size', 'local_rank'}` when launched by torchrun with more than one process, else None."
-    try: world = int(os.environ.get('WORLD_SIZE', '1'))
-    except ValueError: return None
-    if world < 2: return None
-    return {'rank': int(os.environ.get('RANK', '0')), 'world_size': world,
-            'local_rank': int(os.environ.get('LOCAL_RANK', '0'))}
-
-def rank() -> int:
-    "This process's rank (0 when not distributed)."
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank()
-    env = launch_env()
-    return env['rank'] if env else 0
-
-def world_size() -> int:
-    "The number of processes training together (1 when not distributed)."
-    if dist.is_available() and dist.is_initialized(): return dist.get_world_size()
-    env = launch_env()
-    return env['world_size'] if env else 1
-
-def is_main() -> bool:
-    "True on the process that prints and writes files: rank 0, or the only process."
-    return rank() == 0
+__all__ = ['ShardSampler', 'shard_loader', 'Distributed']
 
 # %% ../nbs/18_distributed.ipynb #ed2b1e33
 class ShardSampler(torch.utils.data.Sampler):
@@ -84,8 +59,7 @@ class Distributed(Callback):
     order = -100
 
     def __init__(self, backend: str | None = None, sync_every: int | str = 'auto', find_unused_parameters: bool = False):
-        if not (sync_every == 'auto' or (isinstance(sync_every, int) and not isinstance(sync_every, bool) and sync_every > 0)):
-            raise ValueError(f"sync_every must be 'auto' or a positive int, got {sync_every!r}")
+        if sync_every != 'auto': check_number(sync_every, "sync_every ('auto' or a positive int)", integer=True)
         self.backend, self.sync_every, self.find_unused_parameters = backend, sync_every, find_unused_parameters
         self.k, self.rank, self.world_size = 1, 0, 1
 

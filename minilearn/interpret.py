@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .core import Callback
+from .core import Callback, check_number
 
 # %% auto #0
 __all__ = ['per_sample_loss', 'Interpretation', 'ClassificationInterpretation']
@@ -69,8 +69,7 @@ class Interpretation:
         "The `k` largest (or smallest) per-sample losses and their indices in the pass's order; all if `k` is None."
         n = len(self.losses)
         if k is None: k = n
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f'k must be a positive int (or None for all), got {k!r}')
+        check_number(k, 'k', integer=True, hint='or None for all')
         if k > n: raise ValueError(f'k={k} but the data has only {n} samples: ask for at most {n}')
         return self.losses.topk(k, largest=largest)
 
@@ -122,8 +121,7 @@ class ClassificationInterpretation(Interpretation):
 
     def most_confused(self, min_val: int = 1) -> list[tuple]:
         "The `(actual, predicted, count)` off-diagonal cells with at least `min_val` samples, largest count first."
-        if not isinstance(min_val, int) or isinstance(min_val, bool) or min_val < 1:
-            raise ValueError(f'min_val must be a positive int, got {min_val!r}')
+        check_number(min_val, 'min_val', integer=True)
         cm = self.confusion_matrix().tolist()
         cells = [(self.vocab[a], self.vocab[p], n, a, p) for a, row in enumerate(cm) for p, n in enumerate(row)
                  if a != p and n >= min_val]

@@ -4,29 +4,28 @@
 
 # %% ../nbs/03_learner.ipynb #b41fd6f3
 from __future__ import annotations
-import contextlib, difflib, io, math, os, tempfile, warnings
+import contextlib, os, warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
+from fastcore.basics import patch
 
-from .core import (Callback, CallbackRegistry, CancelBackwardException, CancelBatchException,
-                            CancelEpochException, CancelFitException, CancelStepException,
-                            CancelTrainException, CancelValidException)
+from .core import (PHASES, Callback, CallbackRegistry, CancelBackwardException, CancelBatchException,
+                            CancelEpochException, CancelFitException, CancelStepException, CancelTrainException,
+                            CancelValidException, check_number, launch_env, rank)
+from .data import to_device
+from .files import atomic_save, check_state_dict, safe_load
 from .metrics import Metric
 from .recorder import Recorder
 from .progress import ProgressCallback
-from .distributed import Distributed, launch_env, rank
+from .state import resume
 
 # %% auto #0
-__all__ = ['to_device', 'atomic_save', 'safe_load', 'check_state_dict', 'Learner', 'GatherPreds']
+__all__ = ['Learner', 'GatherPreds']
 
 # %% ../nbs/03_learner.ipynb #5ab52cfe
-def _check_lr(lr, what: str = 'lr'):
-    ok = isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0
-    if not ok: raise ValueError(f'{what} must be a positive finite number, got {lr!r} (a typical value is 1e-3)')
-
 def _check_len(dl, what: str) -> int | None:
     try: n = len(dl)
     except TypeError: return None
@@ -34,82 +33,12 @@ def _check_len(dl, what: str) -> int | None:
                                 'size if drop_last is set')
     return n
 
-def to_device(b, device: torch.device):
-    "Move the tensors in `b` (a tensor, or a tuple/list/dict of them, nested) to `device`."
-    if isinstance(b, torch.Tensor): return b if b.device == device else b.to(device, non_blocking=True)
-    if isinstance(b, (list, tuple)): return type(b)(to_device(o, device) for o in b)
-    if isinstance(b, dict): return {k: to_device(v, device) for k, v in b.items()}
-    return b
-
-def _shape(o) -> str:
-    if isinstance(o, torch.Tensor): return str(tuple(o.shape))
-    if isinstance(o, (list, tuple)): return '(' + ', '.join(_shape(v) for v in o) + ')'
-    return type(o).__name__
-
 def _model_device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     if p is None: p = next(model.buffers(), None)
     return p.device if p is not None else torch.device('cpu')
 
-# %% ../nbs/03_learner.ipynb #bb911593
-def atomic_save(obj, path: str | os.PathLike) -> Path:
-    "Write `obj` with `torch.save` to `path` atomically (temporary file, fsync, `os.replace`)."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):   # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try: os.fsync(dfd)
-        finally: os.close(dfd)
-    return path
-
-def safe_load(path: str | os.PathLike, map_location=None):
-    "Read a file written by `atomic_save` with `torch.load(weights_only=True)`; clear errors, no code run."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f'{path}: no such file; check the name and learn.path/model_dir')
-    if path.is_dir(): raise IsADirectoryError(f'{path} is a directory, not a file saved by minilearn')
-    if path.stat().st_size == 0: raise ValueError(f'{path} is empty (0 bytes): it was not written completely')
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        msg = str(e)
-        if 'Unsupported global' in msg or 'GLOBAL' in msg:   # the file asks to import a Python object
-            raise ValueError(f'{path} holds Python objects that only a full unpickler could load, and that could '
-                             'run code; minilearn refuses it. Load only files you trust with torch.load yourself, '
-                             'and save plain state dicts.') from None
-        raise ValueError(f'{path} is not a readable minilearn/torch file (truncated or corrupt?): '
-                         f'{type(e).__name__}: {msg[:200]}') from None
-
-def check_state_dict(model: nn.Module, sd: dict, strict: bool = True, what: str = 'the file'):
-    "Raise a `ValueError` listing missing, unexpected and mismatched keys of `sd` for `model` (no change made)."
-    if not isinstance(sd, dict): raise ValueError(f'{what} holds no model state dict')
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f'{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}' for k in own
-              if k in sd and isinstance(sd[k], torch.Tensor) and sd[k].shape != own[k].shape]
-    not_tensors = [k for k in own if k in sd and not isinstance(sd[k], torch.Tensor)]
-    if shapes or not_tensors or (strict and (missing or unexpected)):
-        lines = [f'{what} does not fit this model ({type(model).__name__}); nothing was changed.']
-        if shapes: lines.append('shape mismatches: ' + '; '.join(shapes[:10]))
-        if not_tensors: lines.append(f'not tensors: {not_tensors[:10]}')
-        if missing: lines.append(f'missing in the file: {missing[:10]}')
-        if unexpected: lines.append(f'unexpected in the file: {unexpected[:10]}')
-        lines.append('Is it a checkpoint of another architecture? (strict=False ignores missing/unexpected keys)')
-        raise ValueError('\n'.join(lines))
-
-# %% ../nbs/03_learner.ipynb #337c89a1
-_PHASE_EVENTS = {p: (f'before_{p}', f'after_cancel_{p}', f'after_{p}')
-                 for p in ('fit', 'epoch', 'train', 'validate', 'batch', 'step', 'backward')}
+_LR_HINT = 'a typical value is 1e-3'
 
 class Learner:
     "Trains `model` on `dls` with `loss_func` and `opt_func`; every phase of the loop is hooked by callbacks."
@@ -125,7 +54,7 @@ class Learner:
         _check_len(dls.train, 'training')
         if not callable(loss_func): raise TypeError(f'loss_func must be callable, got {loss_func!r}')
         if not callable(opt_func): raise TypeError(f'opt_func must be callable (e.g. torch.optim.SGD), got {opt_func!r}')
-        _check_lr(lr)
+        check_number(lr, 'lr', noun='finite number', hint=_LR_HINT)
         metrics = list(metrics or [])
         for m in metrics:
             if not (callable(m) or isinstance(m, Metric)):
@@ -134,17 +63,18 @@ class Learner:
         self.model = model.to(self.device)
         self.dls, self.loss_func, self.opt_func, self.lr, self.metrics = dls, loss_func, opt_func, lr, metrics
         self.path, self.model_dir = Path(path), Path(model_dir)
-        self.opt, self.logger = None, print
+        self.opt, self.logger, self.autocast = None, print, contextlib.nullcontext()
         self.epoch, self.n_epoch, self.iter, self.n_iter, self.train_iter, self.pct_train = 0, 0, 0, 0, 0, 0.
         self.start_epoch, self.start_iter = 0, 0
-        self.training, self.dl, self.xb, self.yb, self.pred, self.loss = False, None, None, None, None, None
+        self.training, self.dl, self.xb, self.yb, self.pred, self.loss, self.loss_grad = (False,) + (None,) * 6
         self.stop_reason, self.fit_exception, self.resume = None, None, None
-        self._check_next_batch = True
         self.cbs = CallbackRegistry()
         self._dispatch = self.cbs.train
         if default_cbs: self.add_cbs([Recorder(), ProgressCallback()])
         self.add_cbs(cbs or [])
-        if launch_env() and not any(isinstance(cb, Distributed) for cb in self.cbs): self.add_cb(Distributed())
+        if launch_env() and not any(type(cb).__name__ == 'Distributed' for cb in self.cbs):
+            from minilearn.distributed import Distributed   # only under torchrun: the learner does not need it otherwise
+            self.add_cb(Distributed())
         if compile: self.compile(**(compile if isinstance(compile, dict) else {}))
 
     @property
@@ -162,284 +92,264 @@ class Learner:
         self.fwd = torch.compile(self.model, **kwargs)
         return self
 
-    # ----- callbacks -----------------------------------------------------------------------------
-    def add_cb(self, cb: Callback | type) -> Callback:
-        "Register `cb` (an instance, or a class to instantiate) and expose it as `learn.<cb.name>`."
-        if isinstance(cb, type): cb = cb()
-        if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback instance')
-        name = cb.name
-        if name in self.__dict__ and not isinstance(self.__dict__[name], Callback) or hasattr(type(self), name):
-            raise ValueError(f'callback name {name!r} clashes with a Learner attribute; set cb.name to another name')
-        self.cbs.add(cb)
-        cb.learn = self
-        setattr(self, name, cb)
-        return cb
+# %% ../nbs/03_learner.ipynb #bb911593
+@patch
+def add_cb(self: Learner, cb: Callback | type) -> Callback:
+    "Register `cb` (an instance, or a class to instantiate) and expose it as `learn.<cb.name>`."
+    if isinstance(cb, type): cb = cb()
+    if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback instance')
+    name = cb.name
+    if name in self.__dict__ and not isinstance(self.__dict__[name], Callback) or hasattr(type(self), name):
+        raise ValueError(f'callback name {name!r} clashes with a Learner attribute; set cb.name to another name')
+    self.cbs.add(cb)
+    cb.learn = self
+    setattr(self, name, cb)
+    return cb
 
-    def add_cbs(self, cbs: Iterable[Callback]):
-        "Register each callback of `cbs`."
-        for cb in cbs: self.add_cb(cb)
+@patch
+def add_cbs(self: Learner, cbs: Iterable[Callback]):
+    "Register each callback of `cbs`."
+    for cb in cbs: self.add_cb(cb)
 
-    def remove_cb(self, cb: Callback):
-        "Unregister `cb`."
-        self.cbs.remove(cb)
-        if self.__dict__.get(cb.name) is cb: delattr(self, cb.name)
-        cb.learn = None
+@patch
+def remove_cb(self: Learner, cb: Callback):
+    "Unregister `cb`."
+    self.cbs.remove(cb)
+    if self.__dict__.get(cb.name) is cb: delattr(self, cb.name)
+    cb.learn = None
 
-    def remove_cbs(self, cbs: Iterable[Callback]):
-        "Unregister each callback of `cbs`."
-        for cb in list(cbs): self.remove_cb(cb)
+@patch
+def remove_cbs(self: Learner, cbs: Iterable[Callback]):
+    "Unregister each callback of `cbs`."
+    for cb in list(cbs): self.remove_cb(cb)
 
-    @contextlib.contextmanager
-    def added_cbs(self, cbs: Iterable[Callback]):
-        "Context manager: `cbs` are registered inside the block only."
-        added = []
-        try:
-            for cb in cbs: added.append(self.add_cb(cb))
-            yield self
-        finally: self.remove_cbs(added)
+@patch
+@contextlib.contextmanager
+def added_cbs(self: Learner, cbs: Iterable[Callback]):
+    "Context manager: `cbs` are registered inside the block only."
+    added = []
+    try:
+        for cb in cbs: added.append(self.add_cb(cb))
+        yield self
+    finally: self.remove_cbs([cb for cb in added if cb.learn is self])   # one may have removed itself
 
-    @contextlib.contextmanager
-    def removed_cbs(self, cbs: Iterable[Callback]):
-        "Context manager: `cbs` are unregistered inside the block only."
-        cbs = list(cbs)
-        self.remove_cbs(cbs)
-        try: yield self
-        finally: self.add_cbs(cbs)
+@patch
+@contextlib.contextmanager
+def removed_cbs(self: Learner, cbs: Iterable[Callback]):
+    "Context manager: `cbs` are unregistered inside the block only."
+    cbs = list(cbs)
+    self.remove_cbs(cbs)
+    try: yield self
+    finally: self.add_cbs(cbs)
 
-    @contextlib.contextmanager
-    def no_bar(self):
-        "Context manager: no progress bar inside the block (epoch lines are still printed)."
-        cb = getattr(self, 'progress', None)
-        old = cb.show_bar if cb else None
-        if cb: cb.show_bar = False
-        try: yield self
-        finally:
-            if cb: cb.show_bar = old
+@patch
+@contextlib.contextmanager
+def no_bar(self: Learner):
+    "Context manager: no progress bar inside the block (epoch lines are still printed)."
+    cb = getattr(self, 'progress', None)
+    old = cb.show_bar if cb else None
+    if cb: cb.show_bar = False
+    try: yield self
+    finally:
+        if cb: cb.show_bar = old
 
-    @contextlib.contextmanager
-    def no_logging(self):
-        "Context manager: nothing is printed inside the block."
-        old, self.logger = self.logger, lambda *args, **kwargs: None
-        try: yield self
-        finally: self.logger = old
+@patch
+@contextlib.contextmanager
+def no_logging(self: Learner):
+    "Context manager: nothing is printed inside the block."
+    old, self.logger = self.logger, lambda *args, **kwargs: None
+    try: yield self
+    finally: self.logger = old
 
-    def __call__(self, event: str):
-        "Fire `event`: call every registered method for it, in order."
-        for f in self._dispatch[event]: f()
+@patch
+def __call__(self: Learner, event: str):
+    "Fire `event`: call every registered method for it, in order."
+    for f in self._dispatch[event]: f()
 
-    # ----- the loop ------------------------------------------------------------------------------
-    def _with_events(self, f: Callable, phase: str, cancel: type):
-        before, after_cancel, after = _PHASE_EVENTS[phase]
+@patch
+def stop_fit(self: Learner, reason: str, exc: type | None = CancelFitException):
+    "End the fit for `reason` (kept in `stop_reason` unless an earlier stop gave one) by raising `exc`; `None` only records it."
+    if self.stop_reason is None: self.stop_reason = reason
+    if exc is not None: raise exc()
+
+# %% ../nbs/03_learner.ipynb #337c89a1
+_PHASE_EVENTS = {p: (f'before_{p}', f'after_cancel_{p}', f'after_{p}') for p in PHASES}
+
+@patch
+def _with_events(self: Learner, f: Callable, phase: str, cancel: type):
+    "Fire `before_<phase>`, run `f`; on `cancel` fire `after_cancel_<phase>`; then `after_<phase>`."
+    before, after_cancel, after = _PHASE_EVENTS[phase]
+    try:
         try:
             for cb in self._dispatch[before]: cb()
             f()
         except cancel:
             for cb in self._dispatch[after_cancel]: cb()
-        for cb in self._dispatch[after]: cb()
+    except BaseException as e:
+        if phase == 'fit': self._clean_up(e)    # any other error: after_fit still runs, then it goes on
+        raise
+    for cb in self._dispatch[after]: cb()
 
-    def fit(self, n_epoch: int, lr: float | None = None, cbs: Iterable[Callback] | None = None, resume=None):
-        "Train for `n_epoch` epochs (at `lr` if given), with extra callbacks `cbs`; `resume` a checkpoint."
-        if not isinstance(n_epoch, int) or isinstance(n_epoch, bool) or n_epoch < 0:
-            raise ValueError(f'n_epoch must be a non-negative int, got {n_epoch!r}')
-        if lr is not None: _check_lr(lr)
-        _check_len(self.dls.train, 'training')
-        cbs = list(cbs or [])
-        for cb in cbs:
-            if not isinstance(cb, Callback): raise TypeError(f'{cb!r} in cbs is not a Callback instance')
-        self._make_opt(lr)
-        with self.added_cbs(cbs), self.removed_cbs(self._not_on_this_rank()):
-            self.n_epoch, self.epoch, self.train_iter, self.pct_train = n_epoch, 0, 0, 0.
-            self.start_epoch, self.start_iter, self.resume = 0, 0, resume
-            self.stop_reason, self.fit_exception = None, None
-            self._check_next_batch = True
-            self._run_fit()
+@patch
+def fit(self: Learner, n_epoch: int, lr: float | None = None, cbs: Iterable[Callback] | None = None, resume=None):
+    "Train for `n_epoch` epochs (at `lr` if given), with extra callbacks `cbs`; `resume` a checkpoint."
+    check_number(n_epoch, 'n_epoch', 'non-negative', integer=True)
+    if lr is not None: check_number(lr, 'lr', noun='finite number', hint=_LR_HINT)
+    _check_len(self.dls.train, 'training')
+    cbs = list(cbs or [])
+    for cb in cbs:
+        if not isinstance(cb, Callback): raise TypeError(f'{cb!r} in cbs is not a Callback instance')
+    self._make_opt(lr)
+    with self.added_cbs(cbs), self.removed_cbs(self._not_on_this_rank()):
+        self.n_epoch, self.epoch, self.train_iter, self.pct_train = n_epoch, 0, 0, 0.
+        self.start_epoch, self.start_iter, self.resume = 0, 0, resume
+        self.stop_reason, self.fit_exception = None, None
+        self._dispatch, self.get_loss = self.cbs.train, self._checked_loss   # the first loss is checked (below)
+        try: self._with_events(self._do_fit, 'fit', CancelFitException)
+        finally: self.__dict__.pop('get_loss', None)
 
-    def _not_on_this_rank(self) -> list[Callback]:
-        "Distributed training: the `main_process_only` callbacks (printing, logging) are run by rank 0 only."
-        return [cb for cb in self.cbs if cb.main_process_only] if rank() != 0 else []
+@patch
+def _do_fit(self: Learner):
+    if self.resume is not None: resume(self, self.resume)
+    for self.epoch in range(self.start_epoch, self.n_epoch):
+        self._with_events(self._do_epoch, 'epoch', CancelEpochException)
 
-    def _make_opt(self, lr: float | None):
-        if lr is not None: self.lr = lr
-        if self.opt is None: self.opt = self.opt_func(self.model.parameters(), lr=self.lr)
-        elif lr is not None:
-            for g in self.opt.param_groups: g['lr'] = lr
+@patch
+def _do_epoch(self: Learner):
+    self._start_pass(True, self.dls.train)
+    self._with_events(self._all_batches, 'train', CancelTrainException)
+    if self.dls.valid is not None: self._validate(self.dls.valid)
 
-    def _run_fit(self):
-        try:
-            try:
-                self._dispatch = self.cbs.train
-                self('before_fit')
-                self._do_fit()
-            except CancelFitException: self('after_cancel_fit')
-        except BaseException as e:
-            self.fit_exception = e
-            self._clean_up(e)
-            raise
-        self('after_fit')
+@patch
+def _validate(self: Learner, dl):
+    self._start_pass(False, dl)
+    with torch.no_grad(): self._with_events(self._all_batches, 'validate', CancelValidException)
 
-    def _clean_up(self, exc: BaseException):
-        "After a non-cancel exception: give every `after_fit` a chance; their errors become notes on `exc`."
-        for f in self.cbs.train['after_fit']:
-            try: f()
-            except BaseException as e2:
-                exc.add_note(f'while cleaning up after it, {f.__qualname__} raised {type(e2).__name__}: {e2}')
+@patch
+def _all_batches(self: Learner):
+    start, self.start_iter = (self.start_iter if self.training else 0), 0
+    inv = 1 / (self.n_iter * self.n_epoch) if self.n_iter and self.n_epoch else 0.
+    device = self.device
+    move = getattr(self.dl, 'device', None) != device    # a loader whose batches are already there says so
+    it = iter(self.dl)
+    try:
+        for self.iter, (xb, yb) in enumerate(it, start):
+            if move: xb, yb = to_device(xb, device), to_device(yb, device)
+            self.xb, self.yb = xb, yb
+            if self.training: self.pct_train = (self.epoch * self.n_iter + self.iter) * inv
+            self._with_events(self._one_batch, 'batch', CancelBatchException)
+    finally:
+        if hasattr(it, 'close'): it.close()    # a pass cut short ends the loader's epoch now, not at garbage collection
 
-    def _do_fit(self):
-        if self.resume is not None: self.resume_from(self.resume)
-        for self.epoch in range(self.start_epoch, self.n_epoch):
-            self._with_events(self._do_epoch, 'epoch', CancelEpochException)
-
-    def _do_epoch(self):
-        self._set_pass(True, self.dls.train)
-        self._with_events(self._all_batches, 'train', CancelTrainException)
-        if self.dls.valid is not None: self._validate(self.dls.valid)
-
-    def _validate(self, dl):
-        self._set_pass(False, dl)
-        with torch.no_grad(): self._with_events(self._all_batches, 'validate', CancelValidException)
-
-    def _set_pass(self, training: bool, dl):
-        self.training, self.dl = training, dl
-        self.model.train(training)
-        self._dispatch = self.cbs.train if training else self.cbs.valid
-        self.n_iter = _check_len(dl, 'training' if training else 'validation') or 0
-
-    def _all_batches(self):
-        start, self.start_iter = (self.start_iter if self.training else 0), 0
-        inv = 1 / (self.n_iter * self.n_epoch) if self.n_iter and self.n_epoch else 0.
-        device = self.device
-        move = getattr(self.dl, 'device', None) != device    # a loader whose batches are already there says so
-        it = iter(self.dl)
-        try:
-            for self.iter, (xb, yb) in enumerate(it, start):
-                if move: xb, yb = to_device(xb, device), to_device(yb, device)
-                self.xb, self.yb = xb, yb
-                if self.training: self.pct_train = (self.epoch * self.n_iter + self.iter) * inv
-                self._with_events(self._one_batch, 'batch', CancelBatchException)
-        finally:
-            if hasattr(it, 'close'): it.close()    # a pass cut short ends the loader's epoch now, not at garbage collection
-
-    def _one_batch(self):
-        try: self.pred = self.fwd(self.xb)
-        except Exception as e: raise self._explain(e, 'the model') from None
+@patch
+def _one_batch(self: Learner):
+    with self.autocast:                        # a no-op unless mixed precision set one
+        try: self.pred = self.forward()
+        except Exception as e: self._add_note(e, 'the model'); raise
         for cb in self._dispatch['after_pred']: cb()
-        try:
-            if self._check_next_batch: self.loss = self._checked_loss()
-            else: self.loss = self.loss_func(self.pred, self.yb)
-        except Exception as e: raise self._explain(e, 'the loss function') from None
-        for cb in self._dispatch['after_loss']: cb()
-        if not self.training: return
-        self._with_events(self._backward, 'backward', CancelBackwardException)
-        self._with_events(self._step, 'step', CancelStepException)
+        try: self.loss = self.get_loss()
+        except Exception as e: self._add_note(e, 'the loss function'); raise
+    for cb in self._dispatch['after_loss']: cb()
+    if not self.training: return
+    self.loss_grad = self.loss                 # what backward differentiates; before_backward may scale it
+    self._with_events(self.backward, 'backward', CancelBackwardException)
+    self._with_events(self._step, 'step', CancelStepException)
 
-    def _backward(self): self.loss.backward()
+@patch
+def _step(self: Learner):
+    self.step()
+    self.zero_grad()
+    self.train_iter += 1
 
-    def _step(self):
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.train_iter += 1
+# %% ../nbs/03_learner.ipynb #b4258a22
+@patch
+def _make_opt(self: Learner, lr: float | None):
+    if lr is not None: self.lr = lr
+    if self.opt is None: self.opt = self.opt_func(self.model.parameters(), lr=self.lr)
+    elif lr is not None:
+        for g in self.opt.param_groups: g['lr'] = lr
 
-    def _checked_loss(self):
-        "The first batch's loss, refusing a target that torch would silently broadcast against the prediction."
-        self._check_next_batch = False
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always')
-            loss = self.loss_func(self.pred, self.yb)
-        for w in caught:
-            if 'target size' in str(w.message) and 'input size' in str(w.message):
-                raise ValueError(f'the loss would broadcast the prediction against the target: {w.message}; '
-                                 'make them the same shape (e.g. y.unsqueeze(1), or pred.squeeze(-1) in the model)')
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        if isinstance(loss, torch.Tensor) and loss.ndim != 0:
-            raise ValueError(f'the loss must be a single number (a 0-d tensor), got shape {tuple(loss.shape)}: '
-                             "use a mean-reduced loss (reduction='mean')")
-        return loss
+@patch
+def _not_on_this_rank(self: Learner) -> list[Callback]:
+    "Distributed training: the `main_process_only` callbacks (printing, logging) are run by rank 0 only."
+    return [cb for cb in self.cbs if cb.main_process_only] if rank() != 0 else []
 
-    def _explain(self, e: Exception, step: str) -> Exception:
-        "Add the step and the shapes of `xb`, `pred` and `yb` to an exception raised in a batch."
-        pred = _shape(self.pred) if step == 'the loss function' else 'not computed'
-        e.add_note(f'minilearn: {step} failed in a {"training" if self.training else "validation"} batch '
-                   f'(epoch {self.epoch}, batch {self.iter}) with xb {_shape(self.xb)}, pred {pred}, yb {_shape(self.yb)}.'
-                   + (' Check that the model output and the target fit the loss function.'
-                      if step == 'the loss function' else ' Check the model input size against xb.'))
-        return e.with_traceback(e.__traceback__)
+@patch
+def _start_pass(self: Learner, training: bool, dl):
+    self.training, self.dl = training, dl
+    self.model.train(training)
+    self._dispatch = self.cbs.train if training else self.cbs.valid
+    self.n_iter = _check_len(dl, 'training' if training else 'validation') or 0
 
-    def resume_from(self, checkpoint):
-        "Restore a checkpoint's training state before the first epoch (provided by `minilearn.checkpoint`)."
-        raise NotImplementedError('resuming needs minilearn.checkpoint; import minilearn (not just its learner)')
+@patch
+def _clean_up(self: Learner, exc: BaseException):
+    "After a non-cancel exception: give every `after_fit` a chance; their errors become notes on `exc`."
+    self.fit_exception = exc
+    self._dispatch = self.cbs.train
+    for f in self._dispatch['after_fit']:
+        try: f()
+        except BaseException as e2:
+            exc.add_note(f'while cleaning up after it, {f.__qualname__} raised {type(e2).__name__}: {e2}')
 
-    # ----- inference -----------------------------------------------------------------------------
-    def _one_pass(self, dl, cbs: list[Callback]):
-        "Run a validation pass over `dl` with `cbs` added, restoring the training mode afterwards."
-        was_training = self.model.training
-        try:
-            with self.added_cbs(cbs): self._validate(dl)
-        finally:
-            self.model.train(was_training)
-            self._dispatch = self.cbs.train
+def _shape(o) -> str:
+    if isinstance(o, torch.Tensor): return str(tuple(o.shape))
+    if isinstance(o, (list, tuple)): return '(' + ', '.join(_shape(v) for v in o) + ')'
+    return type(o).__name__
 
-    def validate(self, dl=None) -> dict:
-        "Loss and metrics over `dl` (default: the validation loader), as `{'valid_loss': ..., metric: ...}`."
-        dl = dl if dl is not None else self.dls.valid
-        if dl is None: raise ValueError('there is no validation loader: pass dl=... or give DataLoaders a valid set')
-        rec = getattr(self, 'recorder', None)
-        extra = [] if isinstance(rec, Recorder) else [Recorder()]
-        self._one_pass(dl, extra)
-        return dict((extra[0] if extra else rec).last_valid)
+@patch
+def _add_note(self: Learner, e: Exception, step: str):
+    "Add the step and the shapes of `xb`, `pred` and `yb` to an exception raised in a batch."
+    pred = _shape(self.pred) if step == 'the loss function' else 'not computed'
+    e.add_note(f'minilearn: {step} failed in a {"training" if self.training else "validation"} batch '
+               f'(epoch {self.epoch}, batch {self.iter}) with xb {_shape(self.xb)}, pred {pred}, yb {_shape(self.yb)}.'
+               + (' Check that the model output and the target fit the loss function.'
+                  if step == 'the loss function' else ' Check the model input size against xb.'))
 
-    def get_preds(self, dl=None) -> tuple[torch.Tensor, torch.Tensor]:
-        "Predictions and targets over `dl` (default: the validation loader), concatenated, on the device."
-        dl = dl if dl is not None else self.dls.valid
-        if dl is None: raise ValueError('there is no validation loader: pass dl=... or give DataLoaders a valid set')
-        gather = GatherPreds()
-        self._one_pass(dl, [gather])
-        return gather.result()
+# %% ../nbs/03_learner.ipynb #dfbfdeab
+@patch
+def _checked_loss(self: Learner):
+    "The first loss of a fit, refusing a target that would be broadcast against the prediction and a loss that is not one number."
+    del self.get_loss                          # once: from now on the loop calls the method itself
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        loss = self.get_loss()
+    for w in caught:
+        if 'target size' in str(w.message) and 'input size' in str(w.message):
+            raise ValueError(f'the loss would broadcast the prediction against the target: {w.message}; '
+                             'make them the same shape (e.g. y.unsqueeze(1), or pred.squeeze(-1) in the model)')
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if isinstance(loss, torch.Tensor) and loss.ndim != 0:
+        raise ValueError(f'the loss must be a single number (a 0-d tensor), got shape {tuple(loss.shape)}: '
+                         "use a mean-reduced loss (reduction='mean')")
+    return loss
 
-    def predict(self, x) -> torch.Tensor:
-        "The model's output for the batch `x`, in eval mode and without gradients."
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad(): return self.fwd(to_device(x, self.device))
-        finally: self.model.train(was_training)
+# %% ../nbs/03_learner.ipynb #6729a057
+@patch
+def forward(self: Learner):
+    "The prediction for the batch: `self.fwd(self.xb)` (the model, or the wrapper the loop runs)."
+    return self.fwd(self.xb)
 
-    # ----- files ---------------------------------------------------------------------------------
-    def _file(self, name: str | os.PathLike) -> Path:
-        p = Path(name)
-        if p.suffix != '.pth': p = p.with_name(p.name + '.pth')
-        return p if p.is_absolute() else self.path / self.model_dir / p
+@patch
+def get_loss(self: Learner):
+    "The loss of the batch: `self.loss_func(self.pred, self.yb)`."
+    return self.loss_func(self.pred, self.yb)
 
-    def save(self, name: str | os.PathLike, with_opt: bool = True) -> Path:
-        "Save the model (and the optimizer state) atomically to `path/model_dir/name.pth`; returns the path."
-        state = {'model': self.model.state_dict()}
-        if with_opt and self.opt is not None: state['opt'] = self.opt.state_dict()
-        return atomic_save(state, self._file(name))
+@patch
+def backward(self: Learner):
+    "Compute the gradients of `self.loss_grad` (the loss, or what a callback scaled it to)."
+    self.loss_grad.backward()
 
-    def load(self, name: str | os.PathLike, with_opt: bool = True, strict: bool = True) -> 'Learner':
-        "Load what `save` wrote; the file is checked against the model first, so a refused load changes nothing."
-        path = self._file(name)
-        state = safe_load(path, map_location=self.device)
-        if not isinstance(state, dict) or 'model' not in state:
-            raise ValueError(f'{path} was not written by Learner.save (no "model" entry)')
-        check_state_dict(self.model, state['model'], strict, what=str(path))
-        opt_state = state.get('opt') if with_opt else None
-        opt = self.opt
-        if opt_state is not None:
-            if opt is None: opt = self.opt_func(self.model.parameters(), lr=self.lr)   # kept only if the load succeeds
-            _check_opt_state(opt, opt_state, path)
-        self.model.load_state_dict(state['model'], strict=strict)
-        if opt_state is not None:
-            self.opt = opt
-            self.opt.load_state_dict(opt_state)
-        return self
+@patch
+def step(self: Learner):
+    "Update the weights: `self.opt.step()`."
+    self.opt.step()
 
-def _check_opt_state(opt: torch.optim.Optimizer, sd: dict, path):
-    groups = sd.get('param_groups') if isinstance(sd, dict) else None
-    if groups is None or len(groups) != len(opt.param_groups) or any(
-            len(g['params']) != len(o['params']) for g, o in zip(groups, opt.param_groups)):
-        raise ValueError(f'{path}: its optimizer state does not fit this optimizer (different parameter groups); '
-                         'nothing was changed. Use with_opt=False to load the weights only.')
+@patch
+def zero_grad(self: Learner):
+    "Forget the gradients after a step: `self.opt.zero_grad(set_to_none=True)`."
+    self.opt.zero_grad(set_to_none=True)
 
+# %% ../nbs/03_learner.ipynb #63c3b2b9
 class GatherPreds(Callback):
     "Collects `pred` and `yb` of every batch on the device (used by `Learner.get_preds`)."
     order = 90
@@ -450,3 +360,83 @@ class GatherPreds(Callback):
     def result(self):
         "The gathered predictions and targets, each concatenated."
         return torch.cat(self.preds), torch.cat(self.targs)
+
+@patch
+def _one_pass(self: Learner, dl, cbs: list[Callback]):
+    "Run a validation pass over `dl` with `cbs` added, restoring the training mode afterwards."
+    was_training = self.model.training
+    try:
+        with self.added_cbs(cbs): self._validate(dl)
+    finally:
+        self.model.train(was_training)
+        self._dispatch = self.cbs.train
+
+def _valid_dl(learn: Learner, dl):
+    dl = dl if dl is not None else learn.dls.valid
+    if dl is None: raise ValueError('there is no validation loader: pass dl=... or give DataLoaders a valid set')
+    return dl
+
+@patch
+def validate(self: Learner, dl=None) -> dict:
+    "Loss and metrics over `dl` (default: the validation loader), as `{'valid_loss': ..., metric: ...}`."
+    dl = _valid_dl(self, dl)
+    rec = getattr(self, 'recorder', None)
+    extra = [] if isinstance(rec, Recorder) else [Recorder()]
+    self._one_pass(dl, extra)
+    return dict((extra[0] if extra else rec).last_valid)
+
+@patch
+def get_preds(self: Learner, dl=None) -> tuple[torch.Tensor, torch.Tensor]:
+    "Predictions and targets over `dl` (default: the validation loader), concatenated, on the device."
+    gather = GatherPreds()
+    self._one_pass(_valid_dl(self, dl), [gather])
+    return gather.result()
+
+@patch
+def predict(self: Learner, x) -> torch.Tensor:
+    "The model's output for the batch `x`, in eval mode and without gradients."
+    was_training = self.model.training
+    self.model.eval()
+    try:
+        with torch.no_grad(): return self.fwd(to_device(x, self.device))
+    finally: self.model.train(was_training)
+
+# %% ../nbs/03_learner.ipynb #478b06d5
+@patch
+def _file(self: Learner, name: str | os.PathLike) -> Path:
+    p = Path(name)
+    if p.suffix != '.pth': p = p.with_name(p.name + '.pth')
+    return p if p.is_absolute() else self.path / self.model_dir / p
+
+@patch
+def save(self: Learner, name: str | os.PathLike, with_opt: bool = True) -> Path:
+    "Save the model (and the optimizer state) atomically to `path/model_dir/name.pth`; returns the path."
+    state = {'model': self.model.state_dict()}
+    if with_opt and self.opt is not None: state['opt'] = self.opt.state_dict()
+    return atomic_save(state, self._file(name))
+
+@patch
+def load(self: Learner, name: str | os.PathLike, with_opt: bool = True, strict: bool = True) -> 'Learner':
+    "Load what `save` wrote; the file is checked against the model first, so a refused load changes nothing."
+    path = self._file(name)
+    state = safe_load(path, map_location=self.device)
+    if not isinstance(state, dict) or 'model' not in state:
+        raise ValueError(f'{path} was not written by Learner.save (no "model" entry)')
+    check_state_dict(self.model, state['model'], strict, what=str(path))
+    opt_state = state.get('opt') if with_opt else None
+    opt = self.opt
+    if opt_state is not None:
+        if opt is None: opt = self.opt_func(self.model.parameters(), lr=self.lr)   # kept only if the load succeeds
+        _check_opt_state(opt, opt_state, path)
+    self.model.load_state_dict(state['model'], strict=strict)
+    if opt_state is not None:
+        self.opt = opt
+        self.opt.load_state_dict(opt_state)
+    return self
+
+def _check_opt_state(opt: torch.optim.Optimizer, sd: dict, path):
+    groups = sd.get('param_groups') if isinstance(sd, dict) else None
+    if groups is None or len(groups) != len(opt.param_groups) or any(
+            len(g['params']) != len(o['params']) for g, o in zip(groups, opt.param_groups)):
+        raise ValueError(f'{path}: its optimizer state does not fit this optimizer (different parameter groups); '
+                         'nothing was changed. Use with_opt=False to load the weights only.')

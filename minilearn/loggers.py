@@ -4,12 +4,13 @@
 
 # %% ../nbs/15_loggers.ipynb #5c9dfdf2
 from __future__ import annotations
-import csv, importlib.util, io, math, os, sys, tempfile, time, warnings
+import csv, importlib.util, io, os, time, warnings
 from pathlib import Path
 
 import torch
 
-from .core import Callback
+from .core import Callback, in_notebook
+from .files import atomic_write
 
 # %% auto #0
 __all__ = ['CSVLogger', 'TensorBoardLogger', 'ShowGraph']
@@ -183,24 +184,10 @@ class TensorBoardLogger(Callback):
             self.writer = None
 
 # %% ../nbs/15_loggers.ipynb #18001bbb
-def _in_notebook() -> bool:
-    shell = sys.modules.get('IPython') and getattr(sys.modules['IPython'], 'get_ipython', lambda: None)()
-    return type(shell).__name__ == 'ZMQInteractiveShell'
-
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=80)
     return buf.getvalue()
-
-def _write_atomic(data: bytes, path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f: f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
 
 class ShowGraph(Callback):
     "Redraws the train (per batch) and valid (per epoch) losses after each epoch: in place in a notebook, else to `learn.path/fname`."
@@ -223,7 +210,7 @@ class ShowGraph(Callback):
         _recorder(self.learn, 'ShowGraph')
         self._path = self.path
         self._start, self._valid, self._handle = None, [], None
-        self._notebook = _in_notebook()
+        self._notebook = in_notebook()
         self._total = None
 
     def before_train(self):
@@ -240,7 +227,7 @@ class ShowGraph(Callback):
         if v: self._valid.append((done, v[-1]))
         self.fig = self._draw(rec.losses[self._start:])
         if self._notebook: self._show()
-        else: _write_atomic(_png(self.fig), self._path)
+        else: atomic_write(lambda f: f.write(_png(self.fig)), self._path)
 
     def _draw(self, losses: list):
         from matplotlib.figure import Figure

@@ -9,8 +9,9 @@ import math, warnings
 import torch
 from fastcore.basics import patch
 
-from .recorder import batch_size
-from .core import Callback, CancelStepException
+import contextlib
+from .core import Callback, CancelStepException, check_number
+from .data import batch_size
 from .learner import Learner
 
 # %% auto #0
@@ -18,12 +19,8 @@ __all__ = ['MixedPrecision', 'GradientAccumulation', 'GradientClip']
 
 # %% ../nbs/14_precision.ipynb #96732d52
 class _StepProbe:
-    "Stands in for the optimizer in `GradScaler.step`: the same parameter groups; `step()` only notes the call."
-    def __init__(self, learn): self.learn, self.called = learn, False
-
-    @property
-    def param_groups(self): return self.learn.opt.param_groups
-
+    "Stands in for the optimizer in `GradScaler.step`: its parameter groups; `step()` only notes the call."
+    def __init__(self, opt): self.param_groups, self.called = opt.param_groups, False
     def step(self, *args, **kwargs): self.called = True
 
 _SCALER_METHODS = ('scale', 'unscale_', 'step', 'update', 'state_dict', 'load_state_dict')
@@ -42,8 +39,14 @@ def _cpu_has_bf16() -> bool:
     try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception: return True
 
+def _warn_if_emulated(device: torch.device, dtype: torch.dtype):
+    if device.type == 'cpu' and dtype == torch.bfloat16 and not _cpu_has_bf16():
+        warnings.warn('this CPU has no bfloat16 instructions (AVX512-BF16/AMX): its bfloat16 matmuls are emulated '
+                      'and can be many times slower than float32; use bfloat16 here to save memory or to try a GPU '
+                      'recipe, not for speed', stacklevel=3)
+
 class MixedPrecision(Callback):
-    """Forward pass and loss under `torch.autocast(learn.device.type, dtype)`; float16 adds a `GradScaler`.
+    """Runs the forward pass and loss under `torch.autocast(learn.device.type, dtype)`; float16 adds a `GradScaler`.
 
     `dtype=torch.bfloat16` (default) needs no scaler and works on the CPU. `torch.float16` creates a
     `torch.amp.GradScaler` on CUDA; on another device it is a `ValueError` at the start of the fit (no
@@ -61,87 +64,53 @@ class MixedPrecision(Callback):
                 raise ValueError('a scaler is only for float16: bfloat16 has the range of float32 and needs none')
             missing = [m for m in _SCALER_METHODS if not callable(getattr(scaler, m, None))]
             if missing: raise TypeError(f'scaler must be a torch.amp.GradScaler; {type(scaler).__name__} has no {missing}')
-        self.dtype, self.scaler = dtype, scaler
-        self._autocast, self._on, self._stepped, self._pending = None, False, False, None
-        self._loss = self._scaled = None
+        self.dtype, self.scaler, self._autocast, self._stepped, self._pending = dtype, scaler, None, False, None
 
-    def _setup(self):
+    def before_fit(self):
         learn = self.learn
         _check_precision(self.dtype, learn.device, self.scaler)
-        if learn.device.type == 'cpu' and self.dtype == torch.bfloat16 and not _cpu_has_bf16():
-            warnings.warn('this CPU has no bfloat16 instructions (AVX512-BF16/AMX): its bfloat16 matmuls are emulated '
-                          'and can be many times slower than float32; use bfloat16 here to save memory or to try a GPU '
-                          'recipe, not for speed', stacklevel=2)
+        _warn_if_emulated(learn.device, self.dtype)
         if self.dtype == torch.float16 and self.scaler is None: self.scaler = torch.amp.GradScaler(learn.device.type)
-        if self._pending is not None and self.scaler is not None: self.scaler.load_state_dict(self._pending)
+        if self._pending is not None: self.scaler.load_state_dict(self._pending)
         self._pending = None
         self._autocast = torch.autocast(learn.device.type, dtype=self.dtype)   # made once, entered every batch
-        self._probe = _StepProbe(learn)
 
-    def before_fit(self): self._setup()
-    def before_validate(self):     # validate()/get_preds() may come before any fit
-        if self._autocast is None: self._setup()
+    # the learner enters learn.autocast around forward and loss; this callback only chooses it, pass by pass
+    def before_train(self):
+        self.learn.autocast = self._autocast
+        self._probe = _StepProbe(self.learn.opt)
+    def before_validate(self):
+        if self._autocast is None: self.before_fit()     # validate()/get_preds() before any fit
+        self.learn.autocast = self._autocast
+    def after_train(self): self.learn.autocast = contextlib.nullcontext()
+    after_validate = after_fit = after_train
 
-    # ----- autocast: from before_batch to after_loss, left on every early exit too -----
-    def before_batch(self):
-        if not self._on:
-            self._autocast.__enter__()
-            self._on = True
-
-    def _leave(self):
-        if self._on:
-            self._on = False
-            self._autocast.__exit__(None, None, None)
-
-    def after_loss(self): self._leave()
-    def after_cancel_batch(self):
-        self._leave()
-        self._update()   # a batch cancelled after the scaler's step still updates the scale
-    # a phase cancelled mid-batch: left before any callback's after_train/after_validate/... runs
-    def after_cancel_train(self): self._leave()
-    def after_cancel_validate(self): self._leave()
-    def after_cancel_epoch(self): self._leave()
-    def after_cancel_fit(self): self._leave()
-    def after_fit(self): self._leave()      # an error in a batch: the fit's clean-up
-
-    # ----- float16 only: the scaler -----
+    # float16 only: scale what backward differentiates, then let the scaler judge the gradients
     def before_backward(self):
-        if self.scaler is None: return
-        self._loss = self.learn.loss
-        self.learn.loss = self._scaled = self.scaler.scale(self._loss)
-
-    def after_backward(self):
-        if self.scaler is None: return
-        if self.learn.loss is self._scaled: self.learn.loss = self._loss   # unless an outer callback restored it
-        self._loss = self._scaled = None
+        if self.scaler is not None: self.learn.loss_grad = self.scaler.scale(self.learn.loss_grad)
 
     def before_step(self):
         if self.scaler is None: return
         probe = self._probe
         self.scaler.unscale_(probe)     # the true gradients from here on: GradientClip clips these
-        probe.called = False
+        probe.called, self._stepped = False, True
         self.scaler.step(probe)         # calls probe.step() only if the gradients are finite (a host sync)
-        self._stepped = True
         if not probe.called:            # overflow: drop these gradients and skip the step
             self.learn.opt.zero_grad(set_to_none=True)
             raise CancelStepException()
-        # finite: the loop's own opt.step() runs next
 
-    def after_step(self): self._update()
-
-    def _update(self):
-        if self._stepped:
-            self._stepped = False
-            self.scaler.update()
+    def after_step(self):               # also after a cancelled step, and after a batch cancelled past it
+        if self._stepped: self.scaler.update()
+        self._stepped = False
+    after_cancel_batch = after_step
 
     def state_dict(self) -> dict:
         "The float16 scaler's state (scale, growth tracker), `{}` for bfloat16."
-        if self.scaler is not None: return {'scaler': self.scaler.state_dict()}
-        return {} if self._pending is None else {'scaler': dict(self._pending)}
+        sd = self.scaler.state_dict() if self.scaler is not None else self._pending
+        return {} if sd is None else {'scaler': dict(sd)}
 
     def load_state_dict(self, state: dict):
         "Restore the scaler's state (kept until the fit creates the scaler, if it does not exist yet)."
-        if not isinstance(state, dict): raise TypeError(f'state must be a dict from MixedPrecision.state_dict(), got {type(state).__name__}')
         sd = state.get('scaler')
         if sd is None or self.dtype != torch.float16: return
         if self.scaler is None: self._pending = dict(sd)
@@ -156,14 +125,10 @@ class GradientAccumulation(Callback):
     run_valid = False
 
     def __init__(self, n_batches: int = 4):
-        if not isinstance(n_batches, int) or isinstance(n_batches, bool) or n_batches < 1:
-            raise ValueError(f'n_batches must be an int >= 1 (the batches whose gradients make one step), got {n_batches!r}')
+        check_number(n_batches, 'n_batches (the batches whose gradients make one step)', integer=True)
         self.n_batches = n_batches
         self._count = self._total = self._planned = self._size = 0
-        self._stepping = self._cancelled = False
-        self._loss = self._no_sync = None
-
-    def before_train(self): self._cancelled = False
+        self._stepping, self._no_sync = False, None
 
     def _group_end(self) -> int:
         "The batch before which this batch's group ends (the epoch's end bounds the last group)."
@@ -171,8 +136,8 @@ class GradientAccumulation(Callback):
         end = (learn.iter // n + 1) * n
         return min(end, learn.n_iter) if learn.n_iter else end
 
+    # distributed training: a batch that will not step skips DDP's gradient all-reduce (no_sync around forward)
     def before_batch(self):
-        # distributed training: a batch that will not step skips DDP's gradient all-reduce (no_sync around forward)
         self.after_pred()              # a context left open by a batch cancelled before its prediction
         no_sync = getattr(self.learn.fwd, 'no_sync', None)
         if no_sync is not None and self.learn.iter + 1 != self._group_end():
@@ -182,52 +147,37 @@ class GradientAccumulation(Callback):
     def after_pred(self):
         if self._no_sync is not None: self._no_sync.__exit__(None, None, None)
         self._no_sync = None
-
-    def after_cancel_batch(self): self.after_pred()
+    after_cancel_batch = after_pred
 
     def before_backward(self):
-        learn = self.learn
-        self._size = size = batch_size(learn.yb)      # Python ints only: no host sync
-        end = self._group_end()                         # this batch's group ends before batch `end` of the epoch
+        learn, end = self.learn, self._group_end()
+        self._size = size = batch_size(learn.yb)       # Python ints only: no host sync
         if self._count == 0: self._planned = size * (end - learn.iter)
-        self._count += 1
-        self._total += size
+        self._count, self._total = self._count + 1, self._total + size
         self._stepping = learn.iter + 1 == end
-        self._loss = learn.loss
-        learn.loss = learn.loss * (size / self._planned)
+        learn.loss_grad = learn.loss_grad * (size / self._planned)   # learn.loss, what is recorded, stays as it is
 
     def after_cancel_backward(self): self._total -= self._size   # these gradients were not added
 
-    def after_backward(self):
-        if self._loss is not None: self.learn.loss = self._loss   # the Recorder records the real loss
-        self._loss, self._size = None, 0
-
     def before_step(self):
         if not self._stepping: raise CancelStepException()   # keep adding: no step, no zeroing, no step counted
-        self._stepping = False
-        if self._total and self._total != self._planned:       # a short last batch: reweight to the true size
-            f = self._planned / self._total
-            for group in self.learn.opt.param_groups:
-                for p in group['params']:
-                    if p.grad is not None: p.grad.mul_(f)
-        self._count = self._total = 0
-
-    def after_cancel_train(self): self._cancelled = True
+        if self._total != self._planned:                      # a short last batch: reweight to the true size
+            with torch.no_grad():
+                for p in (p for g in self.learn.opt.param_groups for p in g['params'] if p.grad is not None):
+                    p.grad.mul_(self._planned / self._total)
+        self._stepping, self._count, self._total = False, 0, 0
 
     def after_train(self):
         if not self._count: return
-        if self.learn.n_iter or self._cancelled: return self._drop()
-        self._stepping = True    # a loader without a length: its last group ends with the epoch
+        if self.learn.n_iter: return self._drop()      # a group cut short by a cancelled batch: never a surprise step
+        self._stepping = True                          # a loader without a length: its last group ends with the epoch
         self.learn._with_events(self.learn._step, 'step', CancelStepException)
 
-    def after_cancel_epoch(self): self._drop()   # an epoch cancelled mid-group (after_train did not run)
-    def after_fit(self): self._drop()            # a fit cancelled or failed mid-group
-
     def _drop(self):
-        "Forget an unfinished group: zero its gradients so that no later step uses them."
+        "Forget an unfinished group (a pass, epoch or fit cut short): zero its gradients so no later step uses them."
         if self._count: self.learn.opt.zero_grad(set_to_none=True)
-        self._count = self._total = 0
-        self._stepping = False
+        self._count, self._total, self._stepping = 0, 0, False
+    after_cancel_train = after_cancel_epoch = after_fit = _drop
 
     def state_dict(self) -> dict:
         "Where the current group stands (batches, samples, planned samples), so a mid-group checkpoint resumes it."
@@ -239,19 +189,15 @@ class GradientAccumulation(Callback):
     def __repr__(self): return f'GradientAccumulation(n_batches={self.n_batches})'
 
 # %% ../nbs/14_precision.ipynb #947e10f4
-def _check_positive(v, what: str, allow_inf: bool = False):
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and (allow_inf or math.isfinite(v))
-    if not ok: raise ValueError(f'{what} must be a positive{"" if allow_inf else " finite"} number, got {v!r}')
-
 class GradientClip(Callback):
     "Clips the total `norm_type`-norm of the gradients to `max_norm` before each optimizer step, without a host sync."
     order = 15           # after MixedPrecision (10) unscales float16 gradients
     run_valid = False
 
     def __init__(self, max_norm: float = 1.0, norm_type: float = 2.0):
-        _check_positive(max_norm, 'max_norm')
+        check_number(max_norm, 'max_norm')
         if norm_type == 'inf': norm_type = math.inf
-        _check_positive(norm_type, 'norm_type (2.0 for the Euclidean norm, math.inf for the largest value)', allow_inf=True)
+        check_number(norm_type, 'norm_type', finite=False, hint='2.0 for the Euclidean norm, math.inf for the largest value')
         self.max_norm, self.norm_type = float(max_norm), float(norm_type)
         self.norms: list[float] = []      # total norm before clipping, per optimizer step, across fits
         self._norms: list[torch.Tensor] = []
@@ -269,11 +215,18 @@ class GradientClip(Callback):
         if self._norms: self.norms.extend(torch.stack(self._norms).tolist())   # once per epoch
         self._norms = []
 
+    def state_dict(self) -> dict:
+        "The norms recorded so far (empty: no state)."
+        return {'norms': list(self.norms)} if self.norms else {}
+
+    def load_state_dict(self, state: dict): self.norms = list(state['norms'])
+
     def __repr__(self): return f'GradientClip(max_norm={self.max_norm}, norm_type={self.norm_type})'
 
 # %% ../nbs/14_precision.ipynb #3e6623da
 def _set_precision(learn: Learner, cb: MixedPrecision | None) -> Learner:
     for old in [c for c in learn.cbs if isinstance(c, MixedPrecision)]: learn.remove_cb(old)
+    learn.autocast = contextlib.nullcontext()
     if cb is not None: learn.add_cb(cb)
     return learn
 

@@ -6,20 +6,16 @@
 from __future__ import annotations
 import math, os, sys
 
-from .core import Callback
+from .core import Callback, in_notebook
 
 # %% auto #0
 __all__ = ['bar_wanted', 'format_value', 'ProgressCallback']
 
 # %% ../nbs/05_progress.ipynb #cb9272ae
-def _in_notebook() -> bool:
-    shell = sys.modules.get('IPython') and getattr(sys.modules['IPython'], 'get_ipython', lambda: None)()
-    return type(shell).__name__ == 'ZMQInteractiveShell'
-
 def bar_wanted() -> bool:
     "True when a progress bar helps: a terminal or a notebook, and neither `CI` nor `TQDM_DISABLE` set."
     if os.environ.get('CI') or os.environ.get('TQDM_DISABLE', '') not in ('', '0'): return False
-    return _in_notebook() or (hasattr(sys.stdout, 'isatty') and sys.stdout.isatty())
+    return in_notebook() or (hasattr(sys.stdout, 'isatty') and sys.stdout.isatty())
 
 def format_value(v) -> str:
     "A history value as the epoch table prints it."

@@ -9,10 +9,11 @@ import math, time
 import torch
 
 from .core import Callback
+from .data import batch_size
 from .metrics import Metric, metric_name
 
 # %% auto #0
-__all__ = ['weighted_means', 'batch_size', 'Recorder']
+__all__ = ['weighted_means', 'Recorder']
 
 # %% ../nbs/04_recorder.ipynb #62a31df7
 def weighted_means(columns: list[list], sizes: list[int], reduce=None, device=None) -> list[float]:
@@ -26,13 +27,6 @@ def weighted_means(columns: list[list], sizes: list[int], reduce=None, device=No
     *totals, count = sums.tolist()                                # the one host read of the pass
     return [t / count if count else math.nan for t in totals]
 
-def batch_size(b) -> int:
-    "The number of samples in batch part `b` (a tensor, or the first tensor of a tuple/list/dict); no host sync."
-    if isinstance(b, torch.Tensor): return b.shape[0] if b.ndim else 1
-    if isinstance(b, (list, tuple)): return batch_size(b[0])
-    if isinstance(b, dict): return batch_size(next(iter(b.values())))
-    return len(b)
-
 class Recorder(Callback):
     "Records per-epoch `history` (losses, metrics, seconds) and per-batch `losses` and `lrs`."
     order = -10
@@ -43,6 +37,7 @@ class Recorder(Callback):
         self.losses: list[float] = []              # per training batch, across fits
         self.hps: dict[str, list[float]] = {'lr': []}   # per training batch, across fits
         self.last_valid: dict[str, float] = {}
+        self._in_train, self._resumed = False, None
 
     @property
     def lrs(self) -> list[float]:
@@ -58,15 +53,20 @@ class Recorder(Callback):
 
     def before_fit(self):
         self.history = {k: [] for k in self.metric_names}
+        self._in_train = False
 
     def before_epoch(self):
-        self._start = time.perf_counter()
+        elapsed = self._resumed['elapsed'] if self._resumed else 0.
+        self._start = time.perf_counter() - elapsed
         self.last_valid = {}
 
     def before_train(self):
-        self._losses, self._sizes = [], []
+        resumed, self._resumed = self._resumed, None     # a resumed epoch goes on with the batches it had
+        self._losses = list(resumed['losses'].to(self.learn.device).unbind()) if resumed else []
+        self._sizes = list(resumed['sizes']) if resumed else []
         self._lrs = self.hps['lr']
         self._groups = self.learn.opt.param_groups
+        self._in_train = True
 
     def before_validate(self):
         self._losses, self._sizes = [], []
@@ -86,6 +86,7 @@ class Recorder(Callback):
             else: vals.append(m(learn.pred, learn.yb))
 
     def after_train(self):
+        self._in_train = False
         losses = torch.stack(self._losses).float().tolist() if self._losses else []
         self.losses.extend(losses)
         self._train_loss, = weighted_means([self._losses], self._sizes, self.reduce, self.learn.device)
@@ -107,14 +108,21 @@ class Recorder(Callback):
         self._train_loss = math.nan
 
     def state_dict(self) -> dict:
-        "History and per-batch records, for checkpoints."
-        return {'history': {k: list(v) for k, v in self.history.items()}, 'losses': list(self.losses),
-                'hps': {k: list(v) for k, v in self.hps.items()}}
+        "History and per-batch records; inside a training pass also the epoch so far (its batch losses, sizes, seconds)."
+        state = {'history': {k: list(v) for k, v in self.history.items()}, 'losses': list(self.losses),
+                 'hps': {k: list(v) for k, v in self.hps.items()}, 'epoch': None}
+        if self._in_train:
+            losses = torch.stack(self._losses).detach() if self._losses else torch.zeros(0)
+            state['epoch'] = {'losses': losses, 'sizes': list(self._sizes),
+                              'elapsed': time.perf_counter() - self._start}
+        return state
 
     def load_state_dict(self, state: dict):
+        "Restore what `state_dict` gave; an epoch in progress is picked up when the next pass starts."
         self.history = {k: list(v) for k, v in state['history'].items()}
         self.losses = list(state['losses'])
         self.hps = {k: list(v) for k, v in state['hps'].items()}
+        self._resumed = state.get('epoch')
 
     def plot_loss(self, skip_start: int = 0, with_valid: bool = True):
         "Training loss per batch and validation loss per epoch; returns the matplotlib `Figure`."

@@ -4,17 +4,17 @@
 
 # %% ../nbs/06_schedule.ipynb #abc811dd
 from __future__ import annotations
-import bisect, collections, copy, functools, itertools, math, random, warnings
+import bisect, collections, copy, functools, itertools, math, warnings
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from fastcore.basics import patch
 
-from .core import Callback, CancelFitException, CancelValidException
+from .core import Callback, CancelFitException, CancelValidException, check_number
 from .learner import Learner
-from .metrics import Metric
 from .recorder import Recorder
+from .state import load_training_state, training_state
 
 # %% auto #0
 __all__ = ['sched_lin', 'sched_cos', 'sched_exp', 'sched_no', 'combine_scheds', 'ParamScheduler', 'one_cycle_scheds', 'LRFinder',
@@ -114,10 +114,8 @@ class ParamScheduler(Callback):
 
     def before_fit(self):
         opt = self.learn.opt
-        self._groups = groups = opt.param_groups
-        rec = getattr(self.learn, 'recorder', None)
-        hps = rec.hps if isinstance(rec, Recorder) else None
-        self._plan, fields, self._before = [], [], []
+        groups = opt.param_groups
+        self._fields = []
         for key, sched in self.scheds.items():
             field = _field(key, groups[0], opt)
             for g in groups[1:]: _field(key, g, opt)
@@ -125,13 +123,20 @@ class ParamScheduler(Callback):
             if isinstance(v, np.ndarray) and len(v) != len(groups):
                 raise ValueError(f'the schedule for {key!r} gives {len(v)} values but the optimizer has '
                                  f'{len(groups)} parameter groups: give one value per group, or a single number')
+            self._fields.append(field)
+        self._before = [{f: g[f] for f in self._fields} for g in groups]
+
+    def before_train(self):
+        "Take the optimizer's groups and the recorder's lists when a pass starts (a resume may have replaced both)."
+        self._groups = self.learn.opt.param_groups
+        hps = getattr(getattr(self.learn, 'recorder', None), 'hps', None)
+        self._plan = []
+        for (key, sched), field in zip(self.scheds.items(), self._fields):
             log = None
             if hps is not None and key != 'lr':    # the recorder logs lr itself
                 log = hps.setdefault(key, [])
                 log.extend([math.nan] * (len(hps['lr']) - len(log)))   # line up with earlier fits' batches
             self._plan.append((field, sched, log))
-            fields.append(field)
-        self._before = [{f: g[f] for f in fields} for g in groups]
 
     def before_batch(self):
         pct = self.learn.pct_train
@@ -148,10 +153,6 @@ class ParamScheduler(Callback):
         for g, b in zip(self.learn.opt.param_groups, before): g.update(b)
 
 # %% ../nbs/06_schedule.ipynb #1d88380f
-def _check_positive(v, what: str):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise ValueError(f'{what} must be a positive number, got {v!r}')
-
 def _check_pct(v, what: str = 'pct_start'):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
         raise ValueError(f'{what} must be a fraction of the fit between 0 and 1, got {v!r}')
@@ -160,8 +161,8 @@ def one_cycle_scheds(lr_max, div: float = 25., div_final: float = 1e5, pct_start
                      moms: tuple | None = (0.95, 0.85, 0.95)) -> dict[str, Callable]:
     "The 1cycle schedules: `lr` warms up from `lr_max/div` to `lr_max`, then anneals to `lr_max/div_final`; `mom` the opposite way."
     lr_max = _as_value(lr_max, 'lr_max', positive=True)
-    _check_positive(div, 'div')
-    _check_positive(div_final, 'div_final')
+    check_number(div, 'div')
+    check_number(div_final, 'div_final')
     _check_pct(pct_start)
     pcts = [pct_start, 1 - pct_start]
     scheds = {'lr': combine_scheds(pcts, [sched_cos(lr_max / div, lr_max), sched_cos(lr_max, lr_max / div_final)])}
@@ -186,140 +187,36 @@ def fit_flat_cos(self: Learner, n_epoch: int, lr=None, div_final: float = 1e5, p
                  cbs: Iterable[Callback] | None = None, resume=None):
     "Train `n_epoch` epochs at a flat `lr` (default `learn.lr`) for `pct_start` of the fit, then anneal it to `lr/div_final` with a cosine."
     lr = _as_value(self.lr if lr is None else lr, 'lr', positive=True)
-    _check_positive(div_final, 'div_final')
+    check_number(div_final, 'div_final')
     _check_pct(pct_start)
     sched = combine_scheds([pct_start, 1 - pct_start], [sched_no(lr), sched_cos(lr, lr / div_final)])
     self.fit(n_epoch, cbs=[ParamScheduler({'lr': sched})] + list(cbs or []), resume=resume)
 
 # %% ../nbs/06_schedule.ipynb #330d9f74
-def _clone(t: torch.Tensor, offload: bool) -> torch.Tensor:
-    return t.detach().to('cpu', copy=True) if offload else t.detach().clone()
+def _copied(o, offload: bool = False):
+    "A copy of a captured state: tensors cloned (to the CPU if `offload`), containers rebuilt, other values deep-copied."
+    if isinstance(o, torch.Tensor): return o.detach().to('cpu', copy=True) if offload else o.detach().clone()
+    if type(o) is dict: return {k: _copied(v, offload) for k, v in o.items()}
+    if type(o) in (list, tuple): return type(o)(_copied(v, offload) for v in o)
+    return copy.deepcopy(o)
 
-def _shared_objects(learn) -> dict:
-    "A deepcopy memo that maps the learner's long-lived objects to themselves: they are restored on their own, never copied."
-    loaders = [dl for dl in (learn.dls.train, learn.dls.valid) if dl is not None]
-    objs = [learn, *learn.__dict__.values(), *learn.model.modules(), *learn.model.parameters(),
-            *learn.model.buffers(), *learn.cbs, learn.cbs.cbs, learn.cbs.train, learn.cbs.valid,
-            *learn.metrics, *loaders, *(v for dl in loaders if hasattr(dl, '__dict__') for v in vars(dl).values())]
-    if learn.opt is not None: objs += [learn.opt, learn.opt.param_groups, *learn.opt.param_groups, learn.opt.state]
-    return {id(o): o for o in objs}
+class _Undo:
+    "Everything a fit can change on `learn`, kept in memory; `restore()` puts it back."
+    def __init__(self, learn: Learner, offload: bool):
+        self.learn, self.state = learn, _copied(training_state(learn), offload)   # what a checkpoint holds
+        self.attrs, self.cb_attrs = dict(vars(learn)), [(cb, dict(vars(cb))) for cb in learn.cbs]
+        self.modes = [(m, m.training) for m in learn.model.modules()]
 
-def _copy_attrs(obj, shared: dict) -> dict:
-    "A deep copy of `obj.__dict__`; an attribute that cannot be copied (a file, a lock, a bar) is kept as it is."
-    try: return copy.deepcopy(vars(obj), dict(shared))
-    except Exception: pass
-    out = {}
-    for k, v in vars(obj).items():
-        try: out[k] = copy.deepcopy(v, dict(shared))
-        except Exception: out[k] = v
-    return out
-
-def _generators(dl) -> list:
-    "The torch generators of a loader (its own, or its sampler's)."
-    bs = getattr(dl, 'batch_sampler', None)
-    found = {}
-    for o in (dl, getattr(dl, 'sampler', None), bs, getattr(bs, 'sampler', None)):
-        if o is None or not hasattr(o, '__dict__'): continue
-        for v in vars(o).values():
-            if isinstance(v, torch.Generator): found[id(v)] = v
-    return list(found.values())
-
-class _Snapshot:
-    "Everything a fit can change on `learn`, held in memory so that `restore()` puts it back exactly."
-    def __init__(self, learn: Learner, offload: bool = False):
-        self.learn, model, opt = learn, learn.model, learn.opt
-        self.attrs, self.cbs = dict(learn.__dict__), list(learn.cbs)
-        self.tensors = [(t, _clone(t, offload)) for t in itertools.chain(model.parameters(), model.buffers())]
-        self.grads = [(p, p.requires_grad, None if p.grad is None else _clone(p.grad, offload))
-                      for p in model.parameters()]
-        self.modes = [(m, m.training) for m in model.modules()]
-        self.opt = None
-        if opt is not None:
-            groups = [(g, {k: copy.deepcopy(v) for k, v in g.items() if k != 'params'}) for g in opt.param_groups]
-            state = {p: {k: (v, _clone(v, offload) if isinstance(v, torch.Tensor) else copy.deepcopy(v))
-                         for k, v in s.items()} for p, s in opt.state.items()}
-            self.opt = (opt, list(opt.param_groups), groups, state)
-        shared = _shared_objects(learn)
-        self.objs = []
-        for o in [*self.cbs, *(m for m in learn.metrics if isinstance(m, Metric))]:
-            try: sd = copy.deepcopy(o.state_dict()) if isinstance(o, Callback) else None
-            except Exception as e:
-                e.add_note(f'lr_find: while taking a snapshot of {o!r} (its state_dict failed)')
-                raise
-            self.objs.append((o, sd, _copy_attrs(o, shared)))
-        self.loaders = [(dl, dict(vars(dl)), [(g, g.get_state()) for g in _generators(dl)])
-                        for dl in (learn.dls, learn.dls.train, learn.dls.valid) if hasattr(dl, '__dict__')]
-        self.rng = {'torch': torch.get_rng_state(), 'random': random.getstate(), 'numpy': np.random.get_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized(): self.rng['cuda'] = torch.cuda.get_rng_state_all()
-
-    def restore(self, exc: BaseException | None = None):
-        "Put everything back; a step that fails becomes a note on `exc` (or a `RuntimeError` if there is none)."
-        errors = []
-        for step in (self._callbacks, self._learner, self._objects, self._loaders, self._model, self._opt, self._rng):
-            try: step()
-            except Exception as e: errors.append(f'{step.__name__.strip("_")}: {type(e).__name__}: {e}')
-        if not errors: return
-        msg = 'lr_find could not restore everything: ' + '; '.join(errors)
-        if exc is None: raise RuntimeError(msg)
-        exc.add_note(msg)
-
-    def _callbacks(self):
-        reg = self.learn.cbs
-        for cb in [c for c in reg.cbs if not any(c is s for s in self.cbs)]: reg.remove(cb)
-        for cb in self.cbs:
-            if not any(cb is c for c in reg.cbs): reg.add(cb)
-
-    def _learner(self):
-        self.learn.__dict__.clear()
-        self.learn.__dict__.update(self.attrs)
-
-    def _objects(self):
-        for o, sd, attrs in self.objs:
-            if sd is not None: o.load_state_dict(sd)   # for state a callback keeps outside its attributes
-            o.__dict__.clear()
-            o.__dict__.update(attrs)
-
-    def _loaders(self):
-        for dl, attrs, gens in self.loaders:
-            dl.__dict__.clear()
-            dl.__dict__.update(attrs)
-            for g, s in gens: g.set_state(s)
-
-    @torch.no_grad()
-    def _model(self):
-        for t, saved in self.tensors: t.copy_(saved)
-        for p, req, grad in self.grads:
-            p.requires_grad_(req)
-            p.grad = None if grad is None else grad.to(p.device, copy=True)
+    def restore(self):
+        for cb, attrs in self.cb_attrs:                # a callback's attributes as they were (counters, flags)...
+            vars(cb).clear(); vars(cb).update(attrs)
+        load_training_state(self.learn, self.state)     # ...then its state_dict, the model, optimizer, loaders, RNGs
+        vars(self.learn).clear(); vars(self.learn).update(self.attrs)
         for m, mode in self.modes: m.training = mode
 
-    @torch.no_grad()
-    def _opt(self):
-        if self.opt is None: return
-        opt, group_list, groups, state = self.opt
-        opt.param_groups[:] = group_list
-        for g, hps in groups:
-            for k in [k for k in g if k != 'params' and k not in hps]: del g[k]
-            g.update(hps)
-        opt.state.clear()
-        for p, s in state.items():
-            entry = {}
-            for k, (orig, saved) in s.items():
-                if isinstance(orig, torch.Tensor):
-                    orig.copy_(saved)          # in place: the tensor objects stay the same too
-                    entry[k] = orig
-                else: entry[k] = saved
-            opt.state[p] = entry
-
-    def _rng(self):
-        torch.set_rng_state(self.rng['torch'])
-        random.setstate(self.rng['random'])
-        np.random.set_state(self.rng['numpy'])
-        if 'cuda' in self.rng: torch.cuda.set_rng_state_all(self.rng['cuda'])
-
-# %% ../nbs/06_schedule.ipynb #142d4297
+# %% ../nbs/06_schedule.ipynb #7a58365d
 def _check_finder_args(start_lr, end_lr, num_it, stop_div, beta=0.98):
-    for v, what in ((start_lr, 'start_lr'), (end_lr, 'end_lr')): _check_positive(v, what)
+    for v, what in ((start_lr, 'start_lr'), (end_lr, 'end_lr')): check_number(v, what)
     if start_lr >= end_lr:
         raise ValueError(f'start_lr must be smaller than end_lr, got start_lr={start_lr!r} and end_lr={end_lr!r} '
                          '(the finder raises the learning rate from one to the other; e.g. 1e-7 and 10)')
@@ -363,9 +260,7 @@ class LRFinder(Callback):
         self.losses.append(loss)
         self.smooth_losses.append(smooth)
         if not math.isfinite(smooth) or (self.stop_div and smooth > self._best + 3 * abs(self._best)):
-            if learn.stop_reason is None:
-                learn.stop_reason = f'LRFinder: the loss diverged at lr {self.lrs[-1]:.2e}'
-            raise CancelFitException()
+            learn.stop_fit(f'LRFinder: the loss diverged at lr {self.lrs[-1]:.2e}')
         self._best = min(self._best, smooth)
         if i + 1 >= self.num_it: raise CancelFitException()
         self._set(self.lr_at(i + 1))
@@ -442,14 +337,11 @@ def lr_find(self: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it: 
     try: n_train = len(self.dls.train)
     except TypeError: n_train = None
     n_epoch = math.ceil(num_it / n_train) if n_train else num_it
-    snapshot = _Snapshot(self, offload)
+    undo = _Undo(self, offload)
     try:
         with self.no_logging(), self.removed_cbs([cb for cb in self.cbs if cb.writes_files]):   # no file written
             self.fit(n_epoch, cbs=[finder])
-    except BaseException as e:
-        snapshot.restore(e)
-        raise
-    snapshot.restore()
+    finally: undo.restore()
     lrs, losses = _trimmed(finder.lrs, finder.smooth_losses)
     if len(lrs) < 2:
         warnings.warn(f'lr_find recorded only {len(finder.lrs)} usable points (the loss diverged at once?): '
@@ -462,7 +354,7 @@ def lr_find(self: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it: 
         values = shared[0]
     suggestions = SuggestedLRs(**values)
     rec = getattr(self, 'recorder', None)
-    if isinstance(rec, Recorder):
+    if rec is not None:
         rec.lr_find_lrs, rec.lr_find_losses = list(finder.lrs), list(finder.smooth_losses)
         rec.lr_find_suggestions = suggestions
     if show_plot: _plot_lr_find(finder.lrs, finder.smooth_losses, suggestions)

@@ -6,37 +6,18 @@
 from __future__ import annotations
 import math, os, time
 
-import torch
 from torch import nn
 
-from .core import Callback, CancelFitException, CancelTrainException
-from .distributed import is_main
-from .recorder import batch_size
+from .core import Callback, CancelTrainException, check_number, is_main
+from .data import batch_size
 
 # %% auto #0
 __all__ = ['TrackerCallback', 'EarlyStopping', 'Budget', 'TerminateOnNaN', 'ReduceLROnPlateau', 'SaveBestModel']
 
 # %% ../nbs/07_stopping.ipynb #1ed05932
-def _check_number(v, what: str, positive: bool = False, integer: bool = False, optional: bool = False):
-    "Raise a `ValueError` unless `v` is a finite number (an int if `integer`), >= 0 (> 0 if `positive`)."
-    if optional and v is None: return
-    kind = 'int' if integer else 'number'
-    is_num = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if is_num and not isinstance(v, bool) and math.isfinite(v) and (v > 0 if positive else v >= 0): return
-    sign = 'positive' if positive else 'non-negative'
-    raise ValueError(f'{what} must be a {sign} {kind}, got {v!r}')
-
-def _check_finite(v, what: str):
-    if v is None: return
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-        raise ValueError(f'{what} must be a finite number or None, got {v!r}')
-
 def _plural(n: int, word: str) -> str: return f'{n} {word}' if n == 1 else f'{n} {word}s'
 
-def _stop_fit(learn, reason: str):
-    "Record `reason` unless an earlier stop did (the first stop wins), then end the fit."
-    if learn.stop_reason is None: learn.stop_reason = reason
-    raise CancelFitException
+
 
 # %% ../nbs/07_stopping.ipynb #be7fe369
 _MIN_WORDS = ('loss', 'error', 'mse', 'mae', 'rmse')
@@ -50,7 +31,7 @@ class TrackerCallback(Callback):
             raise TypeError(f'monitor must be the name of a recorded value (e.g. "valid_loss"), got {monitor!r}')
         if mode not in ('auto', 'min', 'max'):
             raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
-        _check_number(min_delta, 'min_delta')
+        check_number(min_delta, 'min_delta', 'non-negative')
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
         self.maximize = mode == 'max' or (mode == 'auto' and not any(w in monitor for w in _MIN_WORDS))
         self.best, self.best_epoch = self._worst(), None
@@ -100,10 +81,10 @@ class EarlyStopping(TrackerCallback):
                  baseline: float | None = None, target: float | None = None, restore_best_weights: bool = False,
                  start_from_epoch: int = 0):
         super().__init__(monitor, mode, min_delta)
-        _check_number(patience, 'patience', integer=True)
-        _check_number(start_from_epoch, 'start_from_epoch', integer=True)
-        _check_finite(baseline, 'baseline')
-        _check_finite(target, 'target')
+        check_number(patience, 'patience', 'non-negative', integer=True)
+        check_number(start_from_epoch, 'start_from_epoch', 'non-negative', integer=True)
+        check_number(baseline, 'baseline', 'any', optional=True, noun='finite number or None')
+        check_number(target, 'target', 'any', optional=True, noun='finite number or None')
         self.patience, self.baseline, self.target = patience, baseline, target
         self.restore_best_weights, self.start_from_epoch = restore_best_weights, start_from_epoch
         self.wait, self.best_weights, self.stopped = 0, None, None
@@ -113,7 +94,7 @@ class EarlyStopping(TrackerCallback):
         self.wait, self.best_weights, self.stopped = 0, None, None
 
     def before_epoch(self):
-        if self.stopped: _stop_fit(self.learn, self.stopped)
+        if self.stopped: self.learn.stop_fit(self.stopped)
 
     def after_epoch(self):
         learn = self.learn
@@ -126,7 +107,7 @@ class EarlyStopping(TrackerCallback):
         reason = self._reason(value)
         if reason and learn.epoch + 1 < learn.n_epoch:     # after the last epoch there is nothing to stop
             self.stopped = reason
-            if learn.stop_reason is None: learn.stop_reason = reason
+            learn.stop_fit(reason, exc=None)          # ends the fit at the next epoch's start
 
     def _reason(self, value: float) -> str | None:
         m, epoch = self.monitor, self.learn.epoch
@@ -169,11 +150,11 @@ class Budget(Callback):
             raise ValueError('max_cost needs cost_per_hour (what an hour of this machine costs) to turn money into time')
         if cost_per_hour is not None and max_cost is None:
             raise ValueError('cost_per_hour is only used with max_cost: give max_cost too, or drop cost_per_hour')
-        _check_number(max_time, 'max_time', positive=True, optional=True)
-        _check_number(max_steps, 'max_steps', positive=True, integer=True, optional=True)
-        _check_number(max_samples, 'max_samples', positive=True, integer=True, optional=True)
-        _check_number(max_cost, 'max_cost', positive=True, optional=True)
-        _check_number(cost_per_hour, 'cost_per_hour', positive=True, optional=True)
+        check_number(max_time, 'max_time', optional=True)
+        check_number(max_steps, 'max_steps', integer=True, optional=True)
+        check_number(max_samples, 'max_samples', integer=True, optional=True)
+        check_number(max_cost, 'max_cost', optional=True)
+        check_number(cost_per_hour, 'cost_per_hour', optional=True)
         if not isinstance(whole_epochs, bool): raise TypeError(f'whole_epochs must be True or False, got {whole_epochs!r}')
         self.max_time, self.max_steps, self.max_samples = max_time, max_steps, max_samples
         self.max_cost, self.cost_per_hour, self.whole_epochs = max_cost, cost_per_hour, whole_epochs
@@ -219,12 +200,12 @@ class Budget(Callback):
         self._max_samples = math.inf if self.max_samples is None else self.max_samples
 
     def before_epoch(self):
-        if self.stopped: _stop_fit(self.learn, self.stopped)
+        if self.stopped: self.learn.stop_fit(self.stopped)
         reason = self._reached()
         if reason is None and self.whole_epochs and self.epochs: reason = self._next_epoch_too_long()
         if reason:
             self.stopped = reason
-            _stop_fit(self.learn, reason)
+            self.learn.stop_fit(reason)
 
     def before_train(self): self._steps0, self._iter0 = self.steps, self.learn.train_iter
 
@@ -235,8 +216,7 @@ class Budget(Callback):
                 and self.steps < self._max_steps and self.samples < self._max_samples): return
         if self.learn.iter + 1 == self.learn.n_iter: return     # the pass ends anyway; before_epoch stops the fit
         self.stopped = self._reached()
-        if self.learn.stop_reason is None: self.learn.stop_reason = self.stopped
-        raise CancelTrainException
+        self.learn.stop_fit(self.stopped, CancelTrainException)   # the epoch ends; before_epoch then ends the fit
 
     def after_epoch(self): self.epochs += 1
 
@@ -267,7 +247,7 @@ class TerminateOnNaN(Callback):
         learn = self.learn
         loss = float(learn.loss.detach())
         if math.isfinite(loss): return
-        _stop_fit(learn, f'TerminateOnNaN: the loss is {loss} at epoch {learn.epoch}, batch {learn.iter}; '
+        learn.stop_fit(f'TerminateOnNaN: the loss is {loss} at epoch {learn.epoch}, batch {learn.iter}; '
                          'stopped before the optimizer step')
 
 # %% ../nbs/07_stopping.ipynb #98b2bb2a
@@ -276,10 +256,10 @@ class ReduceLROnPlateau(TrackerCallback):
     def __init__(self, monitor: str = 'valid_loss', factor: float = 0.1, patience: int = 2, min_delta: float = 0.,
                  min_lr: float = 0., mode: str = 'auto'):
         super().__init__(monitor, mode, min_delta)
-        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 0 < factor < 1:
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 0 < factor < 1:   # a fraction
             raise ValueError(f'factor must be between 0 and 1 (e.g. 0.1 or 0.5), got {factor!r}')
-        _check_number(patience, 'patience', integer=True)
-        _check_number(min_lr, 'min_lr')
+        check_number(patience, 'patience', 'non-negative', integer=True)
+        check_number(min_lr, 'min_lr', 'non-negative')
         self.factor, self.patience, self.min_lr, self.wait = factor, patience, min_lr, 0
 
     def before_fit(self):

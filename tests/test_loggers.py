@@ -184,7 +184,7 @@ def test_show_graph_redraws_in_place_in_a_notebook(tmp_path, monkeypatch):
     def display(obj, display_id=False):
         shown.append((obj, display_id))
         return Handle()
-    monkeypatch.setattr(loggers, '_in_notebook', lambda: True)
+    monkeypatch.setattr(loggers, 'in_notebook', lambda: True)
     monkeypatch.setattr(IPython.display, 'display', display)
     learn = _learner(tmp_path)
     learn.fit(4, cbs=[ShowGraph()])
