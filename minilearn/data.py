@@ -13,8 +13,8 @@ from torch.utils.data import default_collate
 from .core import check_number
 
 # %% auto #0
-__all__ = ['T_C', 'T_U', 'TensorLoader', 'DatasetLoader', 'DataLoaders', 'to_device', 'batch_size', 'thermometer', 'mnist_3_7',
-           'mnist_digits']
+__all__ = ['T_C', 'T_U', 'TensorLoader', 'DatasetLoader', 'DataLoaders', 'to_device', 'on_device', 'n_batches', 'batch_size',
+           'thermometer', 'mnist_3_7', 'mnist_digits']
 
 # %% ../nbs/01_data.ipynb #00855f01
 class _IndexLoader:
@@ -156,9 +156,26 @@ def to_device(b, device: torch.device):
     if isinstance(b, dict): return {k: to_device(v, device) for k, v in b.items()}
     return b
 
+def on_device(b, device: torch.device) -> bool:
+    "True if every tensor in batch part `b` is already on `device` (so `to_device` would return it as it is)."
+    if isinstance(b, torch.Tensor): return b.device == device
+    if isinstance(b, (list, tuple)): return all(on_device(o, device) for o in b)
+    if isinstance(b, dict): return all(on_device(v, device) for v in b.values())
+    return True
+
+def n_batches(dl, what: str = 'training') -> int | None:
+    "The number of batches of loader `dl` (`None` if it has no length); an empty loader is a `ValueError`."
+    try: n = len(dl)
+    except TypeError: return None
+    if n == 0: raise ValueError(f'the {what} loader is empty (0 batches): give it data, or a smaller batch '
+                                'size if drop_last is set')
+    return n
+
 def batch_size(b) -> int:
     "The number of samples in batch part `b` (a tensor, or the first tensor of a tuple/list/dict); no host sync."
-    if isinstance(b, torch.Tensor): return b.shape[0] if b.ndim else 1
+    if isinstance(b, torch.Tensor):
+        shape = b.shape
+        return shape[0] if shape else 1
     if isinstance(b, (list, tuple)): return batch_size(b[0])
     if isinstance(b, dict): return batch_size(next(iter(b.values())))
     return len(b)

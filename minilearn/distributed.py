@@ -113,6 +113,19 @@ class Distributed(Callback):
 
     def before_validate(self): self.learn.fwd = self._plain_fwd
 
+    # a batch whose gradients GradientAccumulation keeps for a later step skips the all-reduce (no_sync around forward)
+    def before_batch(self):
+        self.after_pred()              # a context left open by a batch cancelled before its prediction
+        acc = getattr(self.learn, 'gradient_accumulation', None)
+        if self.learn.training and acc is not None and not acc.will_step():
+            self._no_sync = self.ddp.no_sync()
+            self._no_sync.__enter__()
+
+    def after_pred(self):
+        if getattr(self, '_no_sync', None) is not None: self._no_sync.__exit__(None, None, None)
+        self._no_sync = None
+    after_cancel_batch = after_pred
+
     # ----- collectives ------------------------------------------------------------------------------
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         "Sum `t` over all ranks (in place; returned)."

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['atomic_write', 'atomic_save', 'safe_load', 'check_state_dict']
+__all__ = ['atomic_write', 'atomic_save', 'safe_load', 'check_state_dict', 'opt_state_problems']
 
 # %% ../nbs/00a_files.ipynb #1d0abc74
 def _umask() -> int:
@@ -80,3 +80,26 @@ def check_state_dict(model: nn.Module, sd: dict, strict: bool = True, what: str 
         if unexpected: lines.append(f'unexpected in the file: {unexpected[:10]}')
         lines.append('Is it a checkpoint of another architecture? (strict=False ignores missing/unexpected keys)')
         raise ValueError('\n'.join(lines))
+
+# %% ../nbs/00a_files.ipynb #49c5c424
+def opt_state_problems(opt: torch.optim.Optimizer, sd) -> list[str]:
+    "Why optimizer state dict `sd` does not fit `opt` (an empty list when it fits); nothing is changed."
+    groups = sd.get('param_groups') if isinstance(sd, dict) else None
+    if not isinstance(groups, list) or not isinstance(sd.get('state'), dict) or not all(
+            isinstance(g, dict) and isinstance(g.get('params'), list) for g in groups):
+        return ['it holds no optimizer state dict']
+    ours, theirs = [len(g['params']) for g in opt.param_groups], [len(g['params']) for g in groups]
+    if ours != theirs: return [f'optimizer parameter groups differ: {theirs} parameters in the file, {ours} here']
+    have, saved = set(opt.param_groups[0]), set(groups[0]) if groups else set()
+    if groups and have - saved and saved - have:     # each side has names the other lacks: another optimizer
+        return [f'its optimizer state has hyper-parameters {sorted(saved - have)} that this {type(opt).__name__} '
+                f'lacks, and lacks {sorted(have - saved)}: it was written by another optimizer']
+    params = {i: p for g, o in zip(groups, opt.param_groups) for i, p in zip(g['params'], o['params'])}
+    out = []
+    for i, st in sd['state'].items():
+        if i not in params: out.append(f'optimizer state for an unknown parameter {i!r}'); continue
+        for k, v in (st.items() if isinstance(st, dict) else ()):
+            if isinstance(v, torch.Tensor) and v.ndim and v.shape != params[i].shape:
+                out.append(f'optimizer state {k!r} of parameter {i}: file {tuple(v.shape)} vs parameter '
+                           f'{tuple(params[i].shape)}')
+    return out[:10]

@@ -15,8 +15,8 @@ from fastcore.basics import patch
 from .core import (PHASES, Callback, CallbackRegistry, CancelBackwardException, CancelBatchException,
                             CancelEpochException, CancelFitException, CancelStepException, CancelTrainException,
                             CancelValidException, check_number, launch_env, rank)
-from .data import to_device
-from .files import atomic_save, check_state_dict, safe_load
+from .data import n_batches, on_device, to_device
+from .files import atomic_save, check_state_dict, opt_state_problems, safe_load
 from .metrics import Metric
 from .recorder import Recorder
 from .progress import ProgressCallback
@@ -26,13 +26,6 @@ from .state import resume
 __all__ = ['Learner', 'GatherPreds']
 
 # %% ../nbs/03_learner.ipynb #5ab52cfe
-def _check_len(dl, what: str) -> int | None:
-    try: n = len(dl)
-    except TypeError: return None
-    if n == 0: raise ValueError(f'the {what} loader is empty (0 batches): give it data, or a smaller batch '
-                                'size if drop_last is set')
-    return n
-
 def _model_device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     if p is None: p = next(model.buffers(), None)
@@ -51,7 +44,7 @@ class Learner:
         if not hasattr(dls, 'train'):
             raise TypeError(f'dls must have a .train loader, got {type(dls).__name__}: use '
                             'DataLoaders(train_dl, valid_dl) or DataLoaders.from_tensors(x, y)')
-        _check_len(dls.train, 'training')
+        n_batches(dls.train, 'training')
         if not callable(loss_func): raise TypeError(f'loss_func must be callable, got {loss_func!r}')
         if not callable(opt_func): raise TypeError(f'opt_func must be callable (e.g. torch.optim.SGD), got {opt_func!r}')
         check_number(lr, 'lr', noun='finite number', hint=_LR_HINT)
@@ -92,85 +85,94 @@ class Learner:
         self.fwd = torch.compile(self.model, **kwargs)
         return self
 
-# %% ../nbs/03_learner.ipynb #bb911593
-@patch
-def add_cb(self: Learner, cb: Callback | type) -> Callback:
-    "Register `cb` (an instance, or a class to instantiate) and expose it as `learn.<cb.name>`."
-    if isinstance(cb, type): cb = cb()
-    if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback instance')
-    name = cb.name
-    if name in self.__dict__ and not isinstance(self.__dict__[name], Callback) or hasattr(type(self), name):
-        raise ValueError(f'callback name {name!r} clashes with a Learner attribute; set cb.name to another name')
-    self.cbs.add(cb)
-    cb.learn = self
-    setattr(self, name, cb)
-    return cb
+    # ----- the steps of a batch, one method each: a subclass overrides one to change it (see "The steps") -----
+    def forward(self):
+        "The prediction for the batch: `self.fwd(self.xb)` (the model, or the wrapper the loop runs)."
+        return self.fwd(self.xb)
 
-@patch
-def add_cbs(self: Learner, cbs: Iterable[Callback]):
-    "Register each callback of `cbs`."
-    for cb in cbs: self.add_cb(cb)
+    def get_loss(self):
+        "The loss of the batch: `self.loss_func(self.pred, self.yb)`."
+        return self.loss_func(self.pred, self.yb)
 
-@patch
-def remove_cb(self: Learner, cb: Callback):
-    "Unregister `cb`."
-    self.cbs.remove(cb)
-    if self.__dict__.get(cb.name) is cb: delattr(self, cb.name)
-    cb.learn = None
+    def backward(self):
+        "Compute the gradients of `self.loss_grad` (the loss, or what a callback scaled it to)."
+        self.loss_grad.backward()
 
-@patch
-def remove_cbs(self: Learner, cbs: Iterable[Callback]):
-    "Unregister each callback of `cbs`."
-    for cb in list(cbs): self.remove_cb(cb)
+    def step(self):
+        "Update the weights: `self.opt.step()`."
+        self.opt.step()
 
-@patch
-@contextlib.contextmanager
-def added_cbs(self: Learner, cbs: Iterable[Callback]):
-    "Context manager: `cbs` are registered inside the block only."
-    added = []
-    try:
-        for cb in cbs: added.append(self.add_cb(cb))
-        yield self
-    finally: self.remove_cbs([cb for cb in added if cb.learn is self])   # one may have removed itself
+    def zero_grad(self):
+        "Forget the gradients after a step: `self.opt.zero_grad(set_to_none=True)`."
+        self.opt.zero_grad(set_to_none=True)
 
-@patch
-@contextlib.contextmanager
-def removed_cbs(self: Learner, cbs: Iterable[Callback]):
-    "Context manager: `cbs` are unregistered inside the block only."
-    cbs = list(cbs)
-    self.remove_cbs(cbs)
-    try: yield self
-    finally: self.add_cbs(cbs)
+    # ----- callbacks: the registry (core) sorts and dispatches them; the learner exposes them by name -----
+    def add_cb(self, cb: Callback | type) -> Callback:
+        "Register `cb` (an instance, or a class to instantiate) and expose it as `learn.<cb.name>`."
+        if isinstance(cb, type): cb = cb()
+        if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback instance')
+        name = cb.name
+        if name in self.__dict__ and not isinstance(self.__dict__[name], Callback) or hasattr(type(self), name):
+            raise ValueError(f'callback name {name!r} clashes with a Learner attribute; set cb.name to another name')
+        self.cbs.add(cb)
+        cb.learn = self
+        setattr(self, name, cb)
+        return cb
 
-@patch
-@contextlib.contextmanager
-def no_bar(self: Learner):
-    "Context manager: no progress bar inside the block (epoch lines are still printed)."
-    cb = getattr(self, 'progress', None)
-    old = cb.show_bar if cb else None
-    if cb: cb.show_bar = False
-    try: yield self
-    finally:
-        if cb: cb.show_bar = old
+    def add_cbs(self, cbs: Iterable[Callback]):
+        "Register each callback of `cbs`."
+        for cb in cbs: self.add_cb(cb)
+    def remove_cb(self, cb: Callback):
+        "Unregister `cb`."
+        self.cbs.remove(cb)
+        if self.__dict__.get(cb.name) is cb: delattr(self, cb.name)
+        cb.learn = None
 
-@patch
-@contextlib.contextmanager
-def no_logging(self: Learner):
-    "Context manager: nothing is printed inside the block."
-    old, self.logger = self.logger, lambda *args, **kwargs: None
-    try: yield self
-    finally: self.logger = old
+    def remove_cbs(self, cbs: Iterable[Callback]):
+        "Unregister each callback of `cbs`."
+        for cb in list(cbs): self.remove_cb(cb)
+    @contextlib.contextmanager
+    def added_cbs(self, cbs: Iterable[Callback]):
+        "Context manager: `cbs` are registered inside the block only."
+        added = []
+        try:
+            for cb in cbs: added.append(self.add_cb(cb))
+            yield self
+        finally: self.remove_cbs([cb for cb in added if cb.learn is self])   # one may have removed itself
 
-@patch
-def __call__(self: Learner, event: str):
-    "Fire `event`: call every registered method for it, in order."
-    for f in self._dispatch[event]: f()
+    @contextlib.contextmanager
+    def removed_cbs(self, cbs: Iterable[Callback]):
+        "Context manager: `cbs` are unregistered inside the block only."
+        cbs = list(cbs)
+        self.remove_cbs(cbs)
+        try: yield self
+        finally: self.add_cbs(cbs)
 
-@patch
-def stop_fit(self: Learner, reason: str, exc: type | None = CancelFitException):
-    "End the fit for `reason` (kept in `stop_reason` unless an earlier stop gave one) by raising `exc`; `None` only records it."
-    if self.stop_reason is None: self.stop_reason = reason
-    if exc is not None: raise exc()
+    @contextlib.contextmanager
+    def no_bar(self):
+        "Context manager: no progress bar inside the block (epoch lines are still printed)."
+        cb = getattr(self, 'progress', None)
+        old = cb.show_bar if cb else None
+        if cb: cb.show_bar = False
+        try: yield self
+        finally:
+            if cb: cb.show_bar = old
+
+    @contextlib.contextmanager
+    def no_logging(self):
+        "Context manager: nothing is printed inside the block."
+        old, self.logger = self.logger, lambda *args, **kwargs: None
+        try: yield self
+        finally: self.logger = old
+
+    def __call__(self, event: str):
+        "Fire `event`: call every registered method for it, in order."
+        for f in self._dispatch[event]: f()
+
+    def stop_fit(self, reason: str, exc: type | None = CancelFitException):
+        "End the fit for `reason` (kept in `stop_reason` unless an earlier stop gave one) by raising `exc`; `None` only records it."
+        if self.stop_reason is None: self.stop_reason = reason
+        if exc is not None: raise exc()
 
 # %% ../nbs/03_learner.ipynb #337c89a1
 _PHASE_EVENTS = {p: (f'before_{p}', f'after_cancel_{p}', f'after_{p}') for p in PHASES}
@@ -195,7 +197,7 @@ def fit(self: Learner, n_epoch: int, lr: float | None = None, cbs: Iterable[Call
     "Train for `n_epoch` epochs (at `lr` if given), with extra callbacks `cbs`; `resume` a checkpoint."
     check_number(n_epoch, 'n_epoch', 'non-negative', integer=True)
     if lr is not None: check_number(lr, 'lr', noun='finite number', hint=_LR_HINT)
-    _check_len(self.dls.train, 'training')
+    n_batches(self.dls.train, 'training')
     cbs = list(cbs or [])
     for cb in cbs:
         if not isinstance(cb, Callback): raise TypeError(f'{cb!r} in cbs is not a Callback instance')
@@ -229,11 +231,12 @@ def _validate(self: Learner, dl):
 def _all_batches(self: Learner):
     start, self.start_iter = (self.start_iter if self.training else 0), 0
     inv = 1 / (self.n_iter * self.n_epoch) if self.n_iter and self.n_epoch else 0.
-    device = self.device
-    move = getattr(self.dl, 'device', None) != device    # a loader whose batches are already there says so
+    device, declared = self.device, getattr(self.dl, 'device', None)   # a loader may say where its batches are
+    move = None if declared is None else declared != device               # None: the pass's first batch tells
     it = iter(self.dl)
     try:
         for self.iter, (xb, yb) in enumerate(it, start):
+            if move is None: move = not (on_device(xb, device) and on_device(yb, device))
             if move: xb, yb = to_device(xb, device), to_device(yb, device)
             self.xb, self.yb = xb, yb
             if self.training: self.pct_train = (self.epoch * self.n_iter + self.iter) * inv
@@ -279,7 +282,7 @@ def _start_pass(self: Learner, training: bool, dl):
     self.training, self.dl = training, dl
     self.model.train(training)
     self._dispatch = self.cbs.train if training else self.cbs.valid
-    self.n_iter = _check_len(dl, 'training' if training else 'validation') or 0
+    self.n_iter = n_batches(dl, 'training' if training else 'validation') or 0
 
 @patch
 def _clean_up(self: Learner, exc: BaseException):
@@ -322,32 +325,6 @@ def _checked_loss(self: Learner):
         raise ValueError(f'the loss must be a single number (a 0-d tensor), got shape {tuple(loss.shape)}: '
                          "use a mean-reduced loss (reduction='mean')")
     return loss
-
-# %% ../nbs/03_learner.ipynb #6729a057
-@patch
-def forward(self: Learner):
-    "The prediction for the batch: `self.fwd(self.xb)` (the model, or the wrapper the loop runs)."
-    return self.fwd(self.xb)
-
-@patch
-def get_loss(self: Learner):
-    "The loss of the batch: `self.loss_func(self.pred, self.yb)`."
-    return self.loss_func(self.pred, self.yb)
-
-@patch
-def backward(self: Learner):
-    "Compute the gradients of `self.loss_grad` (the loss, or what a callback scaled it to)."
-    self.loss_grad.backward()
-
-@patch
-def step(self: Learner):
-    "Update the weights: `self.opt.step()`."
-    self.opt.step()
-
-@patch
-def zero_grad(self: Learner):
-    "Forget the gradients after a step: `self.opt.zero_grad(set_to_none=True)`."
-    self.opt.zero_grad(set_to_none=True)
 
 # %% ../nbs/03_learner.ipynb #63c3b2b9
 class GatherPreds(Callback):
@@ -427,16 +404,11 @@ def load(self: Learner, name: str | os.PathLike, with_opt: bool = True, strict: 
     opt = self.opt
     if opt_state is not None:
         if opt is None: opt = self.opt_func(self.model.parameters(), lr=self.lr)   # kept only if the load succeeds
-        _check_opt_state(opt, opt_state, path)
+        if problems := opt_state_problems(opt, opt_state):
+            raise ValueError(f'{path}: its optimizer state does not fit this optimizer; nothing was changed: '
+                             f'{"; ".join(problems)}. Use with_opt=False to load the weights only.')
     self.model.load_state_dict(state['model'], strict=strict)
     if opt_state is not None:
         self.opt = opt
         self.opt.load_state_dict(opt_state)
     return self
-
-def _check_opt_state(opt: torch.optim.Optimizer, sd: dict, path):
-    groups = sd.get('param_groups') if isinstance(sd, dict) else None
-    if groups is None or len(groups) != len(opt.param_groups) or any(
-            len(g['params']) != len(o['params']) for g, o in zip(groups, opt.param_groups)):
-        raise ValueError(f'{path}: its optimizer state does not fit this optimizer (different parameter groups); '
-                         'nothing was changed. Use with_opt=False to load the weights only.')

@@ -19,8 +19,10 @@ __all__ = ['MixedPrecision', 'GradientAccumulation', 'GradientClip']
 
 # %% ../nbs/14_precision.ipynb #96732d52
 class _StepProbe:
-    "Stands in for the optimizer in `GradScaler.step`: its parameter groups; `step()` only notes the call."
-    def __init__(self, opt): self.param_groups, self.called = opt.param_groups, False
+    "Stands in for the learner's optimizer in `GradScaler.step`: the same parameter groups; `step()` only notes the call."
+    def __init__(self, learn): self.learn, self.called = learn, False
+    @property
+    def param_groups(self): return self.learn.opt.param_groups
     def step(self, *args, **kwargs): self.called = True
 
 _SCALER_METHODS = ('scale', 'unscale_', 'step', 'update', 'state_dict', 'load_state_dict')
@@ -45,118 +47,90 @@ def _warn_if_emulated(device: torch.device, dtype: torch.dtype):
                       'and can be many times slower than float32; use bfloat16 here to save memory or to try a GPU '
                       'recipe, not for speed', stacklevel=3)
 
-class MixedPrecision(Callback):
-    """Runs the forward pass and loss under `torch.autocast(learn.device.type, dtype)`; float16 adds a `GradScaler`.
+def _check_dtype(dtype: torch.dtype, scaler):
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f'dtype must be torch.bfloat16 or torch.float16, got {dtype!r}; to train in float32 '
+                         'remove the MixedPrecision callback (learn.to_fp32())')
+    if scaler is None: return
+    if dtype != torch.float16: raise ValueError('a scaler is only for float16: bfloat16 has the range of float32 and needs none')
+    missing = [m for m in _SCALER_METHODS if not callable(getattr(scaler, m, None))]
+    if missing: raise TypeError(f'scaler must be a torch.amp.GradScaler; {type(scaler).__name__} has no {missing}')
 
-    `dtype=torch.bfloat16` (default) needs no scaler and works on the CPU. `torch.float16` creates a
-    `torch.amp.GradScaler` on CUDA; on another device it is a `ValueError` at the start of the fit (no
-    fall-back to bfloat16) unless `scaler` is given. With a scaler, a step whose gradients hold inf/NaN
-    is skipped and its gradients dropped; reading that verdict is one host sync per optimizer step.
-    """
+class MixedPrecision(Callback):
+    "Forward pass and loss in `dtype` under `torch.autocast`; float16 adds a `GradScaler` (one host sync per step)."
     order = 10   # after GradientAccumulation (5) decides whether to step, before GradientClip (15)
 
     def __init__(self, dtype: torch.dtype = torch.bfloat16, scaler: torch.amp.GradScaler | None = None):
-        if dtype not in (torch.bfloat16, torch.float16):
-            raise ValueError(f'dtype must be torch.bfloat16 or torch.float16, got {dtype!r}; to train in float32 '
-                             'remove the MixedPrecision callback (learn.to_fp32())')
-        if scaler is not None:
-            if dtype != torch.float16:
-                raise ValueError('a scaler is only for float16: bfloat16 has the range of float32 and needs none')
-            missing = [m for m in _SCALER_METHODS if not callable(getattr(scaler, m, None))]
-            if missing: raise TypeError(f'scaler must be a torch.amp.GradScaler; {type(scaler).__name__} has no {missing}')
+        _check_dtype(dtype, scaler)
         self.dtype, self.scaler, self._autocast, self._stepped, self._pending = dtype, scaler, None, False, None
 
     def before_fit(self):
-        learn = self.learn
-        _check_precision(self.dtype, learn.device, self.scaler)
-        _warn_if_emulated(learn.device, self.dtype)
-        if self.dtype == torch.float16 and self.scaler is None: self.scaler = torch.amp.GradScaler(learn.device.type)
+        device = self.learn.device
+        _check_precision(self.dtype, device, self.scaler)
+        _warn_if_emulated(device, self.dtype)
+        if self.dtype == torch.float16 and self.scaler is None: self.scaler = torch.amp.GradScaler(device.type)
         if self._pending is not None: self.scaler.load_state_dict(self._pending)
-        self._pending = None
-        self._autocast = torch.autocast(learn.device.type, dtype=self.dtype)   # made once, entered every batch
+        self._autocast, self._pending = torch.autocast(device.type, dtype=self.dtype), None   # made once per fit
+        self._probe = _StepProbe(self.learn)
 
-    # the learner enters learn.autocast around forward and loss; this callback only chooses it, pass by pass
-    def before_train(self):
-        self.learn.autocast = self._autocast
-        self._probe = _StepProbe(self.learn.opt)
+    def before_train(self): self.learn.autocast = self._autocast     # the loop enters it around forward and loss
     def before_validate(self):
         if self._autocast is None: self.before_fit()     # validate()/get_preds() before any fit
         self.learn.autocast = self._autocast
     def after_train(self): self.learn.autocast = contextlib.nullcontext()
     after_validate = after_fit = after_train
 
-    # float16 only: scale what backward differentiates, then let the scaler judge the gradients
-    def before_backward(self):
+    def before_backward(self):                # float16 only: scale what backward differentiates
         if self.scaler is not None: self.learn.loss_grad = self.scaler.scale(self.learn.loss_grad)
 
     def before_step(self):
         if self.scaler is None: return
-        probe = self._probe
-        self.scaler.unscale_(probe)     # the true gradients from here on: GradientClip clips these
-        probe.called, self._stepped = False, True
-        self.scaler.step(probe)         # calls probe.step() only if the gradients are finite (a host sync)
-        if not probe.called:            # overflow: drop these gradients and skip the step
+        self.scaler.unscale_(self._probe)     # the true gradients from here on: GradientClip clips these
+        self._probe.called, self._stepped = False, True
+        self.scaler.step(self._probe)         # calls probe.step() only if the gradients are finite (a host sync)
+        if not self._probe.called:            # overflow: drop these gradients and skip the step
             self.learn.opt.zero_grad(set_to_none=True)
             raise CancelStepException()
 
-    def after_step(self):               # also after a cancelled step, and after a batch cancelled past it
+    def after_step(self):                     # also after a cancelled step, and after a batch cancelled past it
         if self._stepped: self.scaler.update()
         self._stepped = False
     after_cancel_batch = after_step
-
     def state_dict(self) -> dict:
         "The float16 scaler's state (scale, growth tracker), `{}` for bfloat16."
         sd = self.scaler.state_dict() if self.scaler is not None else self._pending
         return {} if sd is None else {'scaler': dict(sd)}
-
     def load_state_dict(self, state: dict):
         "Restore the scaler's state (kept until the fit creates the scaler, if it does not exist yet)."
-        sd = state.get('scaler')
-        if sd is None or self.dtype != torch.float16: return
-        if self.scaler is None: self._pending = dict(sd)
-        else: self.scaler.load_state_dict(sd)
-
+        if 'scaler' not in state or self.dtype != torch.float16: return
+        if self.scaler is None: self._pending = dict(state['scaler'])
+        else: self.scaler.load_state_dict(state['scaler'])
     def __repr__(self): return f'MixedPrecision(dtype={self.dtype}, scaler={self.scaler is not None})'
 
 # %% ../nbs/14_precision.ipynb #f90ab1bb
 class GradientAccumulation(Callback):
     "Adds up the gradients of `n_batches` batches per optimizer step, weighted so it equals the step on their concatenation."
-    order = 5            # its before_step decides first whether this batch steps at all
-    run_valid = False
+    order, run_valid = 5, False          # its before_step decides first whether this batch steps at all
 
     def __init__(self, n_batches: int = 4):
-        check_number(n_batches, 'n_batches (the batches whose gradients make one step)', integer=True)
-        self.n_batches = n_batches
-        self._count = self._total = self._planned = self._size = 0
-        self._stepping, self._no_sync = False, None
+        self.n_batches = check_number(n_batches, 'n_batches (the batches whose gradients make one step)', integer=True)
+        self._count, self._total, self._planned, self._size, self._stepping = 0, 0, 0, 0, False
 
     def _group_end(self) -> int:
         "The batch before which this batch's group ends (the epoch's end bounds the last group)."
-        learn, n = self.learn, self.n_batches
-        end = (learn.iter // n + 1) * n
-        return min(end, learn.n_iter) if learn.n_iter else end
+        end = (self.learn.iter // self.n_batches + 1) * self.n_batches
+        return min(end, self.learn.n_iter) if self.learn.n_iter else end
 
-    # distributed training: a batch that will not step skips DDP's gradient all-reduce (no_sync around forward)
-    def before_batch(self):
-        self.after_pred()              # a context left open by a batch cancelled before its prediction
-        no_sync = getattr(self.learn.fwd, 'no_sync', None)
-        if no_sync is not None and self.learn.iter + 1 != self._group_end():
-            self._no_sync = no_sync()
-            self._no_sync.__enter__()
-
-    def after_pred(self):
-        if self._no_sync is not None: self._no_sync.__exit__(None, None, None)
-        self._no_sync = None
-    after_cancel_batch = after_pred
+    def will_step(self) -> bool:
+        "Whether the current training batch ends its group (distributed training skips the all-reduce otherwise)."
+        return self.learn.iter + 1 == self._group_end()
 
     def before_backward(self):
         learn, end = self.learn, self._group_end()
         self._size = size = batch_size(learn.yb)       # Python ints only: no host sync
         if self._count == 0: self._planned = size * (end - learn.iter)
-        self._count, self._total = self._count + 1, self._total + size
-        self._stepping = learn.iter + 1 == end
+        self._count, self._total, self._stepping = self._count + 1, self._total + size, learn.iter + 1 == end
         learn.loss_grad = learn.loss_grad * (size / self._planned)   # learn.loss, what is recorded, stays as it is
-
     def after_cancel_backward(self): self._total -= self._size   # these gradients were not added
 
     def before_step(self):
@@ -173,8 +147,7 @@ class GradientAccumulation(Callback):
         self._stepping = True                          # a loader without a length: its last group ends with the epoch
         self.learn._with_events(self.learn._step, 'step', CancelStepException)
 
-    def _drop(self):
-        "Forget an unfinished group (a pass, epoch or fit cut short): zero its gradients so no later step uses them."
+    def _drop(self):                   # a pass, epoch or fit cut short mid-group: its gradients must not be used
         if self._count: self.learn.opt.zero_grad(set_to_none=True)
         self._count, self._total, self._stepping = 0, 0, False
     after_cancel_train = after_cancel_epoch = after_fit = _drop
@@ -182,10 +155,8 @@ class GradientAccumulation(Callback):
     def state_dict(self) -> dict:
         "Where the current group stands (batches, samples, planned samples), so a mid-group checkpoint resumes it."
         return {'count': self._count, 'total': self._total, 'planned': self._planned}
-
     def load_state_dict(self, state: dict):
         self._count, self._total, self._planned = int(state['count']), int(state['total']), int(state['planned'])
-
     def __repr__(self): return f'GradientAccumulation(n_batches={self.n_batches})'
 
 # %% ../nbs/14_precision.ipynb #947e10f4

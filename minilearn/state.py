@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from .core import rank, world_size
-from .files import check_state_dict, safe_load
+from .data import n_batches
+from .files import check_state_dict, opt_state_problems, safe_load
 
 # %% auto #0
 __all__ = ['resumable', 'training_state', 'check_training_state', 'load_training_state', 'in_model_dir', 'numbered_checkpoints',
@@ -27,10 +28,6 @@ _NEEDS_LOADER = ('a mid-epoch checkpoint needs a training loader that can skip t
 def resumable(dl) -> bool:
     "True if loader `dl` can save its position and skip to it (`state_dict`/`load_state_dict`)."
     return callable(getattr(dl, 'state_dict', None)) and callable(getattr(dl, 'load_state_dict', None))
-
-def _len(dl) -> int | None:
-    try: return len(dl)
-    except TypeError: return None
 
 def _generators(dl) -> list[torch.Generator]:
     "The torch generators a plain loader shuffles with (its own, its sampler's), in a fixed order."
@@ -75,7 +72,7 @@ def training_state(learn, mid_epoch: bool = False) -> dict:
             'callbacks': {k: v for k, v in cb_states.items() if v},
             'callback_classes': {cb.name: type(cb).__name__ for cb in learn.cbs},
             'epoch': learn.epoch, 'iter': learn.iter if mid_epoch else None, 'n_epoch': learn.n_epoch,
-            'n_iter': _len(dl), 'train_iter': learn.train_iter,
+            'n_iter': n_batches(dl), 'train_iter': learn.train_iter,
             'loader': dl.state_dict() if resumable(dl) else None,
             'generators': [] if resumable(dl) else [g.get_state() for g in _generators(dl)],
             'rng': _rng_state()}
@@ -95,22 +92,7 @@ def _opt_problems(opt, state: dict) -> list[str]:
     if state['opt_class'] != type(opt).__name__:
         return [f'the optimizer is {type(opt).__name__} but the checkpoint was written with {state["opt_class"]}: '
                 'use the same opt_func']
-    sd = state['opt']
-    groups = sd.get('param_groups') if isinstance(sd, dict) else None
-    if not isinstance(groups, list) or not isinstance(sd.get('state'), dict) or not all(
-            isinstance(g, dict) and isinstance(g.get('params'), list) for g in groups):
-        return ['its optimizer entry is not an optimizer state dict']
-    ours, theirs = [len(g['params']) for g in opt.param_groups], [len(g['params']) for g in groups]
-    if ours != theirs: return [f'optimizer parameter groups differ: {theirs} parameters in the file, {ours} here']
-    params = {i: p for g, o in zip(groups, opt.param_groups) for i, p in zip(g['params'], o['params'])}
-    out = []
-    for i, st in sd['state'].items():
-        if i not in params: out.append(f'optimizer state for an unknown parameter {i!r}'); continue
-        for k, v in (st.items() if isinstance(st, dict) else ()):
-            if isinstance(v, torch.Tensor) and v.ndim and v.shape != params[i].shape:
-                out.append(f'optimizer state {k!r} of parameter {i}: file {tuple(v.shape)} vs parameter '
-                           f'{tuple(params[i].shape)}')
-    return out[:10]
+    return opt_state_problems(opt, state['opt'])
 
 def _callback_problems(learn, state: dict) -> list[str]:
     saved, classes = state['callbacks'], state['callback_classes']
@@ -136,8 +118,8 @@ def _loader_problems(learn, state: dict) -> list[str]:
     if state['iter'] is None:      # whole epoch: the loader state is used only if both sides have one
         return _same_structure(dl.state_dict(), saved, 'its loader state') if saved is not None and resumable(dl) else []
     if not resumable(dl) or saved is None: return ['it was taken in the middle of an epoch, and ' + _NEEDS_LOADER]
-    if _len(dl) != state['n_iter']:
-        return [f'the training loader has {_len(dl)} batches but the checkpoint was taken with {state["n_iter"]}: '
+    if n_batches(dl) != state['n_iter']:
+        return [f'the training loader has {n_batches(dl)} batches but the checkpoint was taken with {state["n_iter"]}: '
                 'resume with the same data and batch size']
     return _same_structure(dl.state_dict(), saved, 'its loader state')
 

@@ -122,8 +122,9 @@ def test_batches_moved_to_the_model_device(reg_dls):
 
 
 def test_loader_that_declares_its_device_is_not_moved(monkeypatch):
-    # TensorLoader.device says where its batches are; on the learner's device the loop skips to_device,
-    # a loader without `device` (torch's DataLoader) or one on another device is moved as before
+    # TensorLoader.device says where its batches are; on the learner's device the loop skips to_device.
+    # A loader without `device` (torch's DataLoader) is moved when the first batch of a pass is not on the
+    # learner's device, and then every batch of the pass is (on the device already: none is)
     import minilearn.learner as L
     calls = []
     real = L.to_device
@@ -134,6 +135,9 @@ def test_loader_that_declares_its_device_is_not_moved(monkeypatch):
     silent(Learner(nn.Linear(1, 1), dls, nn.MSELoss())).fit(1)
     assert calls == []
     plain = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    silent(Learner(nn.Linear(1, 1), DataLoaders(plain, plain), nn.MSELoss())).fit(1)
+    assert calls == []                                         # the first batch of each pass was on the device
+    monkeypatch.setattr(L, 'on_device', lambda b, d: False)    # as if the loader served them from elsewhere
     silent(Learner(nn.Linear(1, 1), DataLoaders(plain, plain), nn.MSELoss())).fit(1)
     assert len(calls) == 2 * 8                                 # xb and yb of 4 training + 4 validation batches
     assert TensorLoader(x, y.to('meta'), bs=16).device is None     # x and y on different devices: nothing declared
@@ -342,3 +346,83 @@ def test_compile_keeps_plain_model(reg_dls):
     learn.compile(backend='eager')
     assert learn.model is model and learn.fwd is not model
     assert not any(k.startswith('_orig_mod') for k in learn.model.state_dict())
+
+
+# ----- public steps, loss_grad, and the error chain --------------------------------------------------
+def test_overriding_one_public_step_matches_a_hand_written_loop():
+    "miniai's momentum learner: gradients decay by `mom` instead of being zeroed; only zero_grad is overridden."
+    class MomentumLearner(Learner):
+        def zero_grad(self):
+            with torch.no_grad():
+                for p in self.model.parameters(): p.grad *= 0.8
+    x, y = regression_data(50)
+    torch.manual_seed(0)
+    model, hand = nn.Linear(1, 1), nn.Linear(1, 1)
+    hand.load_state_dict(model.state_dict())
+    opt, dl = torch.optim.SGD(hand.parameters(), lr=0.02), TensorLoader(x, y, bs=8, shuffle=True, seed=3)
+    for _ in range(3):
+        for xb, yb in dl:
+            nn.functional.mse_loss(hand(xb), yb).backward()
+            opt.step()
+            with torch.no_grad():
+                for p in hand.parameters(): p.grad *= 0.8
+    learn = silent(MomentumLearner(model, DataLoaders(TensorLoader(x, y, bs=8, shuffle=True, seed=3)), nn.MSELoss(),
+                                   opt_func=torch.optim.SGD, lr=0.02))
+    learn.fit(3)
+    for p, q in zip(model.parameters(), hand.parameters()): assert torch.allclose(p, q, atol=1e-6), (p, q)
+    assert all(p.grad is not None for p in learn.model.parameters())   # never zeroed: the override ran
+
+
+def test_each_step_is_a_method_the_loop_calls():
+    calls = []
+    class Traced(Learner):
+        def forward(self): calls.append('forward'); return super().forward()
+        def get_loss(self): calls.append('get_loss'); return super().get_loss()
+        def backward(self): calls.append('backward'); super().backward()
+        def step(self): calls.append('step'); super().step()
+        def zero_grad(self): calls.append('zero_grad'); super().zero_grad()
+    x, y = regression_data(8)
+    learn = silent(Traced(nn.Linear(1, 1), DataLoaders.from_tensors(x, y, valid_pct=0.5, bs=4), nn.MSELoss()))
+    learn.fit(1)
+    assert calls == ['forward', 'get_loss', 'backward', 'step', 'zero_grad', 'forward', 'get_loss']   # train, valid
+
+
+def test_scaling_loss_grad_leaves_the_recorded_loss_alone():
+    class Half(Callback):
+        def before_backward(self): self.learn.loss_grad = self.learn.loss_grad * 0.5
+    x, y = regression_data(32)
+    losses = {}
+    for cbs in ([], [Half()]):
+        torch.manual_seed(0)
+        learn = silent(Learner(nn.Linear(1, 1), DataLoaders(TensorLoader(x, y, bs=8)), nn.MSELoss(),
+                               opt_func=torch.optim.SGD, lr=0.1, cbs=cbs))
+        learn.fit(1)
+        losses[len(cbs)] = (learn.recorder.losses, learn.model.weight.detach().clone())
+    assert losses[0][0][0] == losses[1][0][0]                      # the first batch's recorded loss: unscaled
+    assert not torch.equal(losses[0][1], losses[1][1])             # but the step was half as big
+
+
+def test_an_error_in_the_loss_keeps_the_exception_it_was_handling():
+    def picky_loss(pred, targ):
+        try: return {}['class_weights']
+        except KeyError: raise RuntimeError('picky_loss: no class weights')
+    x, y = regression_data(16)
+    learn = silent(Learner(nn.Linear(1, 1), DataLoaders(TensorLoader(x, y, bs=8)), picky_loss))
+    with pytest.raises(RuntimeError, match='no class weights') as info: learn.fit(1)
+    e = info.value
+    assert isinstance(e.__context__, KeyError) and not e.__suppress_context__   # the inner KeyError is still there
+    assert any('the loss function failed' in n for n in e.__notes__)
+    import traceback
+    text = ''.join(traceback.format_exception(e))
+    assert "KeyError: 'class_weights'" in text and 'During handling of the above exception' in text
+
+
+def test_an_error_raised_from_a_cause_in_the_model_keeps_its_cause():
+    class Bad(nn.Linear):
+        def forward(self, x):
+            try: int('x')
+            except ValueError as inner: raise TypeError('bad input') from inner
+    x, y = regression_data(8)
+    learn = silent(Learner(Bad(1, 1), DataLoaders(TensorLoader(x, y, bs=8)), nn.MSELoss()))
+    with pytest.raises(TypeError) as info: learn.fit(1)
+    assert isinstance(info.value.__cause__, ValueError) and 'the model failed' in info.value.__notes__[0]
