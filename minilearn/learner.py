@@ -198,11 +198,8 @@ def fit(self: Learner, n_epoch: int, lr: float | None = None, cbs: Iterable[Call
     check_number(n_epoch, 'n_epoch', 'non-negative', integer=True)
     if lr is not None: check_number(lr, 'lr', noun='finite number', hint=_LR_HINT)
     n_batches(self.dls.train, 'training')
-    cbs = list(cbs or [])
-    for cb in cbs:
-        if not isinstance(cb, Callback): raise TypeError(f'{cb!r} in cbs is not a Callback instance')
-    self._make_opt(lr)
-    with self.added_cbs(cbs), self.removed_cbs(self._not_on_this_rank()):
+    with self.added_cbs(cbs or []), self.removed_cbs(self._not_on_this_rank()):   # a bad callback: nothing changed
+        self._make_opt(lr)
         self.n_epoch, self.epoch, self.train_iter, self.pct_train = n_epoch, 0, 0, 0.
         self.start_epoch, self.start_iter, self.resume = 0, 0, resume
         self.stop_reason, self.fit_exception = None, None
