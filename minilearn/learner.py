@@ -178,7 +178,7 @@ class Learner:
 _PHASE_EVENTS = {p: (f'before_{p}', f'after_cancel_{p}', f'after_{p}') for p in PHASES}
 
 @patch
-def _with_events(self: Learner, f: Callable, phase: str, cancel: type):
+def _with_events(self: Learner, f: Callable, phase: str, cancel: type, outermost: bool = False):
     "Fire `before_<phase>`, run `f`; on `cancel` fire `after_cancel_<phase>`; then `after_<phase>`."
     before, after_cancel, after = _PHASE_EVENTS[phase]
     try:
@@ -188,9 +188,12 @@ def _with_events(self: Learner, f: Callable, phase: str, cancel: type):
         except cancel:
             for cb in self._dispatch[after_cancel]: cb()
     except BaseException as e:
-        if phase == 'fit': self._clean_up(e)    # any other error: after_fit still runs, then it goes on
+        if outermost: self._end_fit(e)         # any other error: every after_fit still runs, then it goes on
         raise
-    for cb in self._dispatch[after]: cb()
+    if outermost: return self._end_fit()       # every after_fit runs, even if one of them fails
+    try:
+        for cb in self._dispatch[after]: cb()
+    except cancel: pass                        # raised in after_<phase>: the rest of after_<phase> is skipped
 
 @patch
 def fit(self: Learner, n_epoch: int, lr: float | None = None, cbs: Iterable[Callback] | None = None, resume=None):
@@ -204,7 +207,7 @@ def fit(self: Learner, n_epoch: int, lr: float | None = None, cbs: Iterable[Call
         self.start_epoch, self.start_iter, self.resume = 0, 0, resume
         self.stop_reason, self.fit_exception = None, None
         self._dispatch, self.get_loss = self.cbs.train, self._checked_loss   # the first loss is checked (below)
-        try: self._with_events(self._do_fit, 'fit', CancelFitException)
+        try: self._with_events(self._do_fit, 'fit', CancelFitException, outermost=True)
         finally: self.__dict__.pop('get_loss', None)
 
 @patch
@@ -282,14 +285,16 @@ def _start_pass(self: Learner, training: bool, dl):
     self.n_iter = n_batches(dl, 'training' if training else 'validation') or 0
 
 @patch
-def _clean_up(self: Learner, exc: BaseException):
-    "After a non-cancel exception: give every `after_fit` a chance; their errors become notes on `exc`."
-    self.fit_exception = exc
-    self._dispatch = self.cbs.train
+def _end_fit(self: Learner, exc: BaseException | None = None):
+    "Run every `after_fit`; after the fit's error `exc` their errors become notes on it, else the first is raised with the others as notes."
+    self.fit_exception, self._dispatch, first = exc, self.cbs.train, exc
     for f in self._dispatch['after_fit']:
         try: f()
-        except BaseException as e2:
-            exc.add_note(f'while cleaning up after it, {f.__qualname__} raised {type(e2).__name__}: {e2}')
+        except CancelFitException: pass       # the fit is over anyway
+        except BaseException as e:
+            if first is None: first = e
+            else: first.add_note(f'while cleaning up after it, {f.__qualname__} raised {type(e).__name__}: {e}')
+    if exc is None and first is not None: raise first
 
 def _shape(o) -> str:
     if isinstance(o, torch.Tensor): return str(tuple(o.shape))

@@ -35,7 +35,7 @@ def _resolve(learn, fname) -> Path:
     return p if p.is_absolute() else Path(learn.path) / p
 
 class CSVLogger(Callback):
-    "Writes one row per epoch (the recorder's columns) to `learn.path/fname`, flushed and fsynced at each epoch end."
+    "Writes one row per epoch (the recorder's columns) to `learn.path/fname`, flushed and fsynced at each epoch end; a resumed fit continues the file."
     main_process_only = True   # distributed training: only rank 0 writes
     writes_files = True        # not run by lr_find
     order = 10   # after the Recorder (-10), which computes the row
@@ -44,7 +44,7 @@ class CSVLogger(Callback):
         if not isinstance(fname, (str, os.PathLike)) or not str(fname):
             raise TypeError(f'fname must be a non-empty file name or path, got {fname!r}')
         if not isinstance(append, bool): raise TypeError(f'append must be True or False, got {append!r}')
-        self.fname, self.append, self._file, self._cols, self._path = fname, append, None, None, None
+        self.fname, self.append, self._cols, self._path, self._base, self._written = fname, append, None, None, 0, None
 
     @property
     def path(self) -> Path:
@@ -54,18 +54,16 @@ class CSVLogger(Callback):
 
     def before_fit(self):
         cols = list(_recorder(self.learn, 'CSVLogger').history)
-        path, new = self.path, True
+        path, rows = self.path, []
         self._path = path
         if self.append and path.exists() and path.stat().st_size > 0:
-            with open(path, newline='') as f: header = next(csv.reader(f), [])
+            self._repair(path)
+            with open(path, newline='') as f: header, *rows = list(csv.reader(f)) or [[]]
             if header != cols:
                 raise ValueError(f'{path} has the columns {header}, but this fit records {cols}: appending would '
                                  'mix two tables. Pass another fname, or append=False to start the file afresh.')
-            self._repair(path)
-            new = False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file, self._cols = open(path, 'a' if not new else 'w', newline=''), cols
-        if new: self._write(cols)
+        self._cols, self._base, self._written = cols, len(rows), None   # rows of earlier fits; none of this one yet
+        if not rows: atomic_write(lambda f: f.write(self._line(cols).encode()), path)
 
     @staticmethod
     def _repair(path: Path):
@@ -76,20 +74,38 @@ class CSVLogger(Callback):
             f.truncate(data.rfind(b'\n') + 1)
         warnings.warn(f'{path}: its last line was incomplete (a crash while writing?) and was dropped')
 
-    def _write(self, values: list):
+    @staticmethod
+    def _line(values: list) -> str:
         buf = io.StringIO()
         csv.writer(buf, lineterminator='\n').writerow([repr(v) if isinstance(v, float) else v for v in values])
-        self._file.write(buf.getvalue())      # one write per row
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        return buf.getvalue()
 
-    def after_epoch(self):
+    def _sync(self):
+        "Make the file hold the rows of earlier fits and every row of this fit's history (an interrupted epoch included)."
         h = self.learn.recorder.history
-        self._write([h[c][-1] for c in self._cols])
+        rows = [[h[c][i] for c in self._cols] for i in range(len(h[self._cols[0]]))]
+        if self._written is None:      # first write of this fit: earlier fits' rows + this history, rewritten atomically
+            with open(self._path, newline='') as f: old = list(csv.reader(f))[1:1 + self._base]
+            text = self._line(self._cols) + ''.join(self._line(r) for r in old) + ''.join(self._line(r) for r in rows)
+            atomic_write(lambda f: f.write(text.encode()), self._path)
+        else:
+            with open(self._path, 'a', newline='') as f:        # one write per row, flushed and fsynced
+                for r in rows[self._written:]: f.write(self._line(r))
+                f.flush()
+                os.fsync(f.fileno())
+        self._written = len(rows)
+
+    def after_epoch(self): self._sync()
 
     def after_fit(self):
-        if self._file is not None: self._file.close()
-        self._file = None
+        h = getattr(self.learn.recorder, 'history', {})
+        if self._cols and h.get(self._cols[0]) is not None and len(h[self._cols[0]]) != (self._written or 0): self._sync()
+
+    def state_dict(self) -> dict:
+        "How many rows of the file came before the fit being checkpointed (so a resumed fit continues the file)."
+        return {'base': self._base} if getattr(self, '_base', 0) else {}
+
+    def load_state_dict(self, state: dict): self._base = int(state['base'])
 
     def read(self) -> list[dict]:
         "The rows of the file as dicts, numbers parsed (`int`, or `float` with `nan` for a missing value)."

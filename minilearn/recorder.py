@@ -37,7 +37,8 @@ class Recorder(Callback):
         self.losses: list[float] = []              # per training batch, across fits
         self.hps: dict[str, list[float]] = {'lr': []}   # per training batch, across fits
         self.last_valid: dict[str, float] = {}
-        self._in_train, self._resumed = False, None
+        self._resumed, self._in_train, self._row_due, self._cancelled = None, False, False, False
+        self._losses, self._sizes, self._vals, self._start, self._train_loss = [], [], [], time.perf_counter(), math.nan
 
     @property
     def lrs(self) -> list[float]:
@@ -51,30 +52,35 @@ class Recorder(Callback):
         if self.learn.dls.valid is not None: names.append('valid_loss')
         return names + [metric_name(m) for m in self.learn.metrics] + ['time']
 
-    def before_fit(self):
-        self.history = {k: [] for k in self.metric_names}
-        self._in_train = False
-
-    def before_epoch(self):
-        elapsed = self._resumed['elapsed'] if self._resumed else 0.
-        self._start = time.perf_counter() - elapsed
-        self.last_valid = {}
-
-    def before_train(self):
-        resumed, self._resumed = self._resumed, None     # a resumed epoch goes on with the batches it had
-        self._losses = list(resumed['losses'].to(self.learn.device).unbind()) if resumed else []
-        self._sizes = list(resumed['sizes']) if resumed else []
-        self._lrs = self.hps['lr']
-        self._groups = self.learn.opt.param_groups
-        self._in_train = True
-
-    def before_validate(self):
-        self._losses, self._sizes = [], []
-        self._vals = [[] for _ in self.learn.metrics]
+    def _fresh(self):
+        "Empty accumulators for the next pass, so that no pass depends on its own `before_*` having run."
+        self._losses, self._sizes, self._vals, self._cancelled = [], [], [[] for _ in self.learn.metrics], False
         for m in self.learn.metrics:
             if isinstance(m, Metric): m.reset()
 
+    def before_fit(self):
+        self.history = {k: [] for k in self.metric_names}
+        self._in_train, self._row_due = False, False
+        self._fresh()
+
+    def before_epoch(self):
+        elapsed = self._resumed['elapsed'] if self._resumed else 0.
+        self._start, self.last_valid, self._train_loss = time.perf_counter() - elapsed, {}, math.nan
+
+    def before_train(self):
+        resumed, self._resumed = self._resumed, None     # a resumed epoch goes on with the batches it had
+        self._fresh()
+        if resumed: self._losses, self._sizes = list(resumed['losses'].to(self.learn.device).unbind()), list(resumed['sizes'])
+        self._lrs, self._groups, self._in_train = self.hps['lr'], self.learn.opt.param_groups, True
+
+    def before_validate(self): self._fresh()
+
+    def after_cancel_batch(self): self._cancelled = True   # a cancelled batch is not recorded: nothing of it is read
+
     def after_batch(self):
+        if self._cancelled:
+            self._cancelled = False
+            return
         learn = self.learn
         self._losses.append(learn.loss.data)     # no graph kept; see above for why not detach()
         self._sizes.append(batch_size(learn.yb))
@@ -85,27 +91,34 @@ class Recorder(Callback):
             if isinstance(m, Metric): m.accumulate(learn.pred, learn.yb)
             else: vals.append(m(learn.pred, learn.yb))
 
-    def after_train(self):
-        self._in_train = False
-        losses = torch.stack(self._losses).float().tolist() if self._losses else []
-        self.losses.extend(losses)
-        self._train_loss, = weighted_means([self._losses], self._sizes, self.reduce, self.learn.device)
+    def after_train(self, reduce: bool = True):
+        self.losses.extend(torch.stack(self._losses).float().tolist() if self._losses else [])
+        self._train_loss, = weighted_means([self._losses], self._sizes, self.reduce if reduce else None, self.learn.device)
+        self._in_train, self._row_due = False, self._row_due or bool(self._sizes)
+        self._fresh()
 
     def after_validate(self):
-        fns = [(metric_name(m), vals) for m, vals in zip(self.learn.metrics, self._vals) if not isinstance(m, Metric)]
+        metrics = self.learn.metrics
+        fns = [(metric_name(m), vals) for m, vals in zip(metrics, self._vals) if not isinstance(m, Metric)]
         means = weighted_means([self._losses] + [vals for _, vals in fns], self._sizes, self.reduce, self.learn.device)
         out = dict(zip(['valid_loss'] + [name for name, _ in fns], means))
-        for m in self.learn.metrics:
+        for m in metrics:
             if not isinstance(m, Metric): continue
             if self.reduce is not None: m.reduce(self.reduce)
             out[metric_name(m)] = float(m.value) if self._sizes or self.reduce is not None else math.nan
-        self.last_valid = {k: out[k] for k in ['valid_loss'] + [metric_name(m) for m in self.learn.metrics]}
+        self.last_valid = {k: out[k] for k in ['valid_loss'] + [metric_name(m) for m in metrics]}
+        self._fresh()
 
     def after_epoch(self):
-        row = {'epoch': self.learn.epoch, 'train_loss': getattr(self, '_train_loss', math.nan),
-               **self.last_valid, 'time': time.perf_counter() - self._start}
+        row = {'epoch': self.learn.epoch, 'train_loss': self._train_loss, **self.last_valid,
+               'time': time.perf_counter() - self._start}
         for k, col in self.history.items(): col.append(row.get(k, math.nan))
-        self._train_loss = math.nan
+        self._train_loss, self._row_due = math.nan, False
+
+    def after_fit(self):
+        "A fit that stopped inside an epoch: the batches that ran are recorded, and the epoch is a row (NaN where nothing ran)."
+        if self._in_train: self.after_train(reduce=False)    # no collective on a path other processes may not take
+        if self._row_due: self.after_epoch()
 
     def state_dict(self) -> dict:
         "History and per-batch records; inside a training pass also the epoch so far (its batch losses, sizes, seconds)."
@@ -118,8 +131,10 @@ class Recorder(Callback):
         return state
 
     def load_state_dict(self, state: dict):
-        "Restore what `state_dict` gave; an epoch in progress is picked up when the next pass starts."
-        self.history = {k: list(v) for k, v in state['history'].items()}
+        "Restore what `state_dict` gave; an epoch in progress is picked up when the next pass starts; a column this fit adds is NaN before."
+        n = len(state['history'].get('epoch', []))
+        new = {k: [math.nan] * n for k in self.history if k not in state['history']}   # e.g. a metric added on resume
+        self.history = {k: list(state['history'].get(k, new.get(k, []))) for k in (self.history or state['history'])}
         self.losses = list(state['losses'])
         self.hps = {k: list(v) for k, v in state['hps'].items()}
         self._resumed = state.get('epoch')

@@ -38,11 +38,12 @@ class _Probe(Callback):
     order = 0
     def before_fit(self): self.refs, self.checked, self.graphs = [], [], []
     def after_batch(self):
-        if self.learn.training:
-            self.refs.append(weakref.ref(self.learn.loss))
-            self.graphs.append(self.learn.loss.grad_fn is not None)
-    def after_train(self):
-        # reads the Recorder's per-batch buffer (the thing under test) before the next pass replaces it
+        if not self.learn.training: return
+        self.refs.append(weakref.ref(self.learn.loss))
+        self.graphs.append(self.learn.loss.grad_fn is not None)
+        if self.learn.iter + 1 < self.learn.n_iter: return
+        # the last batch of the pass: read the Recorder's per-batch buffer (the thing under test) before
+        # its after_train consumes it
         rec = self.learn.recorder._losses
         assert len(rec) == self.learn.n_iter
         for t in rec:
