@@ -8,7 +8,7 @@ import os, re, signal, threading, time
 from pathlib import Path
 
 from .core import Callback, check_number
-from .files import atomic_save
+from .files import atomic_save, remove_stale_temps
 from .state import (_NEEDS_LOADER, in_model_dir, newest_checkpoint, numbered_checkpoints, resumable,
                              training_state)
 _all_ = ['newest_checkpoint', 'training_state']   # where they were before minilearn.state existed
@@ -32,7 +32,8 @@ class Checkpoint(Callback):
         check_number(every_seconds, 'every_seconds', optional=True)
         check_number(keep_last, 'keep_last', integer=True)
         fname = os.fspath(fname) if isinstance(fname, (str, os.PathLike)) else None
-        if not fname: raise ValueError('fname must be a non-empty file name, such as "checkpoint"')
+        if not fname or not fname.removesuffix('.pth') or len(fname) > 180:
+            raise ValueError(f'fname must be a file name such as "checkpoint" (at most 180 characters), got {fname!r}')
         self.every_epochs, self.every_steps, self.every_seconds = every_epochs, every_steps, every_seconds
         self.fname, self.keep_last, self.on_interrupt = fname.removesuffix('.pth'), keep_last, bool(on_interrupt)
         self.last_path: Path | None = None   # the file written last
@@ -54,12 +55,11 @@ class Checkpoint(Callback):
             raise ValueError('Checkpoint(every_seconds=...) is not supported in distributed training: each process '
                              'reads its own clock, so they would not agree; use every_steps or every_epochs')
         base = in_model_dir(learn, self.fname)
-        stale = re.compile(r'\.' + re.escape(base.name) + r'(-\d+)?\.pth\..+\.tmp')
-        if base.parent.is_dir():
-            for n in os.listdir(base.parent):
-                if stale.fullmatch(n): (base.parent / n).unlink(missing_ok=True)
+        remove_stale_temps(base.parent, re.escape(base.name) + r'(-\d+)?\.pth')
         if self.on_interrupt and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM): self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if isinstance(getattr(signal.getsignal(sig), '__self__', None), Checkpoint): continue   # another one has it
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum, frame):
         if self._signal is None: self._signal = signum    # acted on at the end of the batch

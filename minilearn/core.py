@@ -62,6 +62,7 @@ class Callback:
     run_valid: bool = True
     main_process_only: bool = False   # distributed training: run only on rank 0 (printing, logging, plotting)
     writes_files: bool = False        # lr_find leaves no trace: it does not run callbacks that write files
+    run_in_lr_find: bool = True       # False for callbacks that would end the finder's fit, or set the lr, for reasons of their own
     learn = None
 
     @property

@@ -4,14 +4,14 @@
 
 # %% ../nbs/00a_files.ipynb #c68f904e
 from __future__ import annotations
-import contextlib, os, tempfile
+import contextlib, os, re, tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['atomic_write', 'atomic_save', 'safe_load', 'check_state_dict', 'opt_state_problems']
+__all__ = ['atomic_write', 'atomic_save', 'remove_stale_temps', 'safe_load', 'check_state_dict', 'opt_state_problems']
 
 # %% ../nbs/00a_files.ipynb #1d0abc74
 def _umask() -> int:
@@ -23,7 +23,7 @@ def atomic_write(write, path: str | os.PathLike) -> Path:
     "Call `write(f)` on a temporary binary file beside `path`, fsync it and rename it to `path` atomically."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.{os.getpid()}.', suffix='.tmp')
     try:
         os.fchmod(fd, 0o666 & ~_umask())      # the mode a plain open() gives, not mkstemp's private 0600
         with os.fdopen(fd, 'wb') as f:
@@ -43,6 +43,20 @@ def atomic_write(write, path: str | os.PathLike) -> Path:
 def atomic_save(obj, path: str | os.PathLike) -> Path:
     "Write `obj` with `torch.save` to `path` atomically (temporary file, fsync, `os.replace`); returns the path."
     return atomic_write(lambda f: torch.save(obj, f), path)
+
+# %% ../nbs/00a_files.ipynb #e5fb401c
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True     # someone else's process: alive
+    return True
+
+def remove_stale_temps(folder: str | os.PathLike, name: str = r'.+'):
+    "Delete the temporary files that killed writes of files named like the regex `name` left in `folder`."
+    folder, pat = Path(folder), re.compile(r'\.(' + name + r')\.(?:(\d+)\.)?\w+\.tmp')   # no pid: an older minilearn's
+    if not folder.is_dir(): return
+    for n in os.listdir(folder):
+        if (m := pat.fullmatch(n)) and not (m[2] and _alive(int(m[2]))): (folder / n).unlink(missing_ok=True)
 
 # %% ../nbs/00a_files.ipynb #dd43db3c
 def safe_load(path: str | os.PathLike, map_location=None):
@@ -72,10 +86,12 @@ def check_state_dict(model: nn.Module, sd: dict, strict: bool = True, what: str 
     shapes = [f'{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}' for k in own
               if k in sd and isinstance(sd[k], torch.Tensor) and sd[k].shape != own[k].shape]
     not_tensors = [k for k in own if k in sd and not isinstance(sd[k], torch.Tensor)]
-    if shapes or not_tensors or (strict and (missing or unexpected)):
+    odd = [k for k in own if isinstance(sd.get(k), torch.Tensor) and (sd[k].layout != torch.strided or sd[k].is_meta)]
+    if shapes or not_tensors or odd or (strict and (missing or unexpected)):
         lines = [f'{what} does not fit this model ({type(model).__name__}); nothing was changed.']
         if shapes: lines.append('shape mismatches: ' + '; '.join(shapes[:10]))
         if not_tensors: lines.append(f'not tensors: {not_tensors[:10]}')
+        if odd: lines.append(f'sparse, meta or other non-dense tensors, which a model cannot hold: {odd[:10]}')
         if missing: lines.append(f'missing in the file: {missing[:10]}')
         if unexpected: lines.append(f'unexpected in the file: {unexpected[:10]}')
         lines.append('Is it a checkpoint of another architecture? (strict=False ignores missing/unexpected keys)')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_learner.ipynb #b41fd6f3
 from __future__ import annotations
-import contextlib, os, warnings
+import contextlib, os, re, warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -16,8 +16,8 @@ from .core import (PHASES, Callback, CallbackRegistry, CancelBackwardException, 
                             CancelEpochException, CancelFitException, CancelStepException, CancelTrainException,
                             CancelValidException, check_number, launch_env, rank)
 from .data import n_batches, on_device, to_device
-from .files import atomic_save, check_state_dict, opt_state_problems, safe_load
-from .metrics import Metric
+from .files import atomic_save, check_state_dict, opt_state_problems, remove_stale_temps, safe_load
+from .metrics import check_metrics
 from .recorder import Recorder
 from .progress import ProgressCallback
 from .state import resume
@@ -48,10 +48,8 @@ class Learner:
         if not callable(loss_func): raise TypeError(f'loss_func must be callable, got {loss_func!r}')
         if not callable(opt_func): raise TypeError(f'opt_func must be callable (e.g. torch.optim.SGD), got {opt_func!r}')
         check_number(lr, 'lr', noun='finite number', hint=_LR_HINT)
-        metrics = list(metrics or [])
-        for m in metrics:
-            if not (callable(m) or isinstance(m, Metric)):
-                raise TypeError(f'metric {m!r} is not callable: pass a function (pred, targ) -> tensor or a Metric')
+        metrics = check_metrics(metrics)
+        if getattr(dls, 'valid', None) is not None: n_batches(dls.valid, 'validation')
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.model = model.to(self.device)
         self.dls, self.loss_func, self.opt_func, self.lr, self.metrics = dls, loss_func, opt_func, lr, metrics
@@ -60,7 +58,7 @@ class Learner:
         self.epoch, self.n_epoch, self.iter, self.n_iter, self.train_iter, self.pct_train = 0, 0, 0, 0, 0, 0.
         self.start_epoch, self.start_iter = 0, 0
         self.training, self.dl, self.xb, self.yb, self.pred, self.loss, self.loss_grad = (False,) + (None,) * 6
-        self.stop_reason, self.fit_exception, self.resume = None, None, None
+        self.stop_reason, self.fit_exception, self.resume, self._in_fit = None, None, None, False
         self.cbs = CallbackRegistry()
         self._dispatch = self.cbs.train
         if default_cbs: self.add_cbs([Recorder(), ProgressCallback()])
@@ -111,6 +109,10 @@ class Learner:
         "Register `cb` (an instance, or a class to instantiate) and expose it as `learn.<cb.name>`."
         if isinstance(cb, type): cb = cb()
         if not isinstance(cb, Callback): raise TypeError(f'{cb!r} is not a Callback instance')
+        if cb.learn is not None and cb.learn is not self:
+            raise ValueError(f'{cb!r} already belongs to another Learner, and a callback keeps one learner\'s state: '
+                             f'give this one its own instance ({type(cb).__name__}(...), or copy.deepcopy(cb) before '
+                             'adding it anywhere)')
         name = cb.name
         if name in self.__dict__ and not isinstance(self.__dict__[name], Callback) or hasattr(type(self), name):
             raise ValueError(f'callback name {name!r} clashes with a Learner attribute; set cb.name to another name')
@@ -200,15 +202,22 @@ def fit(self: Learner, n_epoch: int, lr: float | None = None, cbs: Iterable[Call
     "Train for `n_epoch` epochs (at `lr` if given), with extra callbacks `cbs`; `resume` a checkpoint."
     check_number(n_epoch, 'n_epoch', 'non-negative', integer=True)
     if lr is not None: check_number(lr, 'lr', noun='finite number', hint=_LR_HINT)
+    if lr is not None and resume not in (None, False):
+        raise ValueError('resume continues the checkpointed fit exactly, with the learning rates its optimizer had; '
+                         'pass lr=None to resume, or start a new fit (without resume) at another lr')
+    self._not_in_a_fit('fit')
     n_batches(self.dls.train, 'training')
+    if self.dls.valid is not None: n_batches(self.dls.valid, 'validation')
     with self.added_cbs(cbs or []), self.removed_cbs(self._not_on_this_rank()):   # a bad callback: nothing changed
         self._make_opt(lr)
         self.n_epoch, self.epoch, self.train_iter, self.pct_train = n_epoch, 0, 0, 0.
         self.start_epoch, self.start_iter, self.resume = 0, 0, resume
         self.stop_reason, self.fit_exception = None, None
-        self._dispatch, self.get_loss = self.cbs.train, self._checked_loss   # the first loss is checked (below)
+        self._dispatch, self.get_loss, self._in_fit = self.cbs.train, self._checked_loss, True   # the first loss is checked (below)
         try: self._with_events(self._do_fit, 'fit', CancelFitException, outermost=True)
-        finally: self.__dict__.pop('get_loss', None)
+        finally:
+            self.__dict__.pop('get_loss', None)
+            self._in_fit = False
 
 @patch
 def _do_fit(self: Learner):
@@ -273,6 +282,14 @@ def _make_opt(self: Learner, lr: float | None):
         for g in self.opt.param_groups: g['lr'] = lr
 
 @patch
+def _not_in_a_fit(self: Learner, what: str):
+    "Refuse to start a fit or a pass from inside a fit (a callback): the loop's state belongs to the running fit."
+    if self._in_fit:
+        raise RuntimeError(f'learn.{what}() was called during a fit (from a callback?): it would reuse the loop state of the '
+                           'fit that is running and leave it changed (training would stop stepping). Call it after the fit, '
+                           'or on another Learner of the same model')
+
+@patch
 def _not_on_this_rank(self: Learner) -> list[Callback]:
     "Distributed training: the `main_process_only` callbacks (printing, logging) are run by rank 0 only."
     return [cb for cb in self.cbs if cb.main_process_only] if rank() != 0 else []
@@ -318,12 +335,15 @@ def _checked_loss(self: Learner):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         loss = self.get_loss()
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f'the loss function returned a {type(loss).__name__}, not a tensor: return the loss as a 0-d '
+                        'tensor computed with torch operations (no .item(), no float(), no tuple)')
     for w in caught:
         if 'target size' in str(w.message) and 'input size' in str(w.message):
             raise ValueError(f'the loss would broadcast the prediction against the target: {w.message}; '
                              'make them the same shape (e.g. y.unsqueeze(1), or pred.squeeze(-1) in the model)')
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if isinstance(loss, torch.Tensor) and loss.ndim != 0:
+    if loss.ndim != 0:
         raise ValueError(f'the loss must be a single number (a 0-d tensor), got shape {tuple(loss.shape)}: '
                          "use a mean-reduced loss (reduction='mean')")
     return loss
@@ -358,6 +378,7 @@ def _valid_dl(learn: Learner, dl):
 @patch
 def validate(self: Learner, dl=None) -> dict:
     "Loss and metrics over `dl` (default: the validation loader), as `{'valid_loss': ..., metric: ...}`."
+    self._not_in_a_fit('validate')
     dl = _valid_dl(self, dl)
     rec = getattr(self, 'recorder', None)
     extra = [] if isinstance(rec, Recorder) else [Recorder()]
@@ -367,6 +388,7 @@ def validate(self: Learner, dl=None) -> dict:
 @patch
 def get_preds(self: Learner, dl=None) -> tuple[torch.Tensor, torch.Tensor]:
     "Predictions and targets over `dl` (default: the validation loader), concatenated, on the device."
+    self._not_in_a_fit('get_preds')
     gather = GatherPreds()
     self._one_pass(_valid_dl(self, dl), [gather])
     return gather.result()
@@ -384,23 +406,29 @@ def predict(self: Learner, x) -> torch.Tensor:
 @patch
 def _file(self: Learner, name: str | os.PathLike) -> Path:
     p = Path(name)
+    if not p.name.removesuffix('.pth') or len(p.name) > 200:
+        raise ValueError(f'{str(name)!r} cannot be a file name here: give a name such as "model" (it becomes model.pth), '
+                         'at most 200 characters')
     if p.suffix != '.pth': p = p.with_name(p.name + '.pth')
     return p if p.is_absolute() else self.path / self.model_dir / p
 
 @patch
 def save(self: Learner, name: str | os.PathLike, with_opt: bool = True) -> Path:
     "Save the model (and the optimizer state) atomically to `path/model_dir/name.pth`; returns the path."
-    state = {'model': self.model.state_dict()}
+    state, path = {'model': self.model.state_dict()}, self._file(name)
     if with_opt and self.opt is not None: state['opt'] = self.opt.state_dict()
-    return atomic_save(state, self._file(name))
+    remove_stale_temps(path.parent, re.escape(path.name))      # what a killed save of this name left behind
+    return atomic_save(state, path)
 
 @patch
 def load(self: Learner, name: str | os.PathLike, with_opt: bool = True, strict: bool = True) -> 'Learner':
     "Load what `save` wrote; the file is checked against the model first, so a refused load changes nothing."
     path = self._file(name)
     state = safe_load(path, map_location=self.device)
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        state = {'model': state}               # a plain state dict, as torch.save(model.state_dict(), path) writes
     if not isinstance(state, dict) or 'model' not in state:
-        raise ValueError(f'{path} was not written by Learner.save (no "model" entry)')
+        raise ValueError(f'{path} was not written by Learner.save (no "model" entry) and is no state dict of tensors')
     check_state_dict(self.model, state['model'], strict, what=str(path))
     opt_state = state.get('opt') if with_opt else None
     opt = self.opt

@@ -4,12 +4,13 @@
 
 # %% ../nbs/02_metrics.ipynb #c9e94962
 from __future__ import annotations
+import functools
 from typing import Callable
 
 import torch
 
 # %% auto #0
-__all__ = ['rmse', 'accuracy', 'error_rate', 'mse', 'mae', 'Metric', 'RMSE', 'metric_name']
+__all__ = ['rmse', 'accuracy', 'error_rate', 'mse', 'mae', 'Metric', 'RMSE', 'metric_name', 'check_metrics']
 
 # %% ../nbs/02_metrics.ipynb #66d449f0
 def _flat(pred: torch.Tensor, targ: torch.Tensor):
@@ -79,5 +80,28 @@ rmse = RMSE()
 "Root mean squared error (a `Metric`: the root of the epoch's mean squared error)."
 
 def metric_name(m) -> str:
-    "The history column of metric `m`: its `name`, else its `__name__`, else its class name."
+    "The history column of metric `m`: its `name`, its `__name__`, or for a `functools.partial` its function and arguments."
+    if isinstance(m, functools.partial):
+        args = [repr(a) for a in m.args] + [f'{k}={v!r}' for k, v in m.keywords.items()]
+        return f'{metric_name(m.func)}({", ".join(args)})'
     return getattr(m, 'name', None) or getattr(m, '__name__', None) or type(m).__name__
+
+_RESERVED = ('epoch', 'train_loss', 'valid_loss', 'time')
+
+def check_metrics(metrics) -> list:
+    "`metrics` as a list, after checking that each is a metric and that their history columns are unique."
+    metrics, seen = list(metrics or []), {n: 'the recorder' for n in _RESERVED}
+    for m in metrics:
+        if isinstance(m, type):
+            raise TypeError(f'metrics holds the class {m.__name__}, not a metric: pass an instance, {m.__name__}()')
+        if not (callable(m) or isinstance(m, Metric)):
+            raise TypeError(f'metric {m!r} is not callable: pass a function (pred, targ) -> tensor or a Metric')
+        name = metric_name(m)
+        if name == '<lambda>':
+            raise ValueError('a lambda has no name for the history: define the metric with def, or use '
+                             'functools.partial, or set its __name__')
+        if name in seen:
+            raise ValueError(f'two metrics would both be recorded as {name!r} ({seen[name]} and {m!r}): give one of '
+                             f'them another name (its `name`, or `__name__` for a function)')
+        seen[name] = repr(m)
+    return metrics

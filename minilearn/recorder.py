@@ -100,6 +100,12 @@ class Recorder(Callback):
     def after_validate(self):
         metrics = self.learn.metrics
         fns = [(metric_name(m), vals) for m, vals in zip(metrics, self._vals) if not isinstance(m, Metric)]
+        for name, vals in fns:
+            bad = next((v for v in vals if not isinstance(v, torch.Tensor)), None)
+            if vals and bad is not None or any(v.ndim for v in vals if isinstance(v, torch.Tensor)):
+                raise TypeError(f'metric {name!r} returned {type(bad).__name__ if bad is not None else "a tensor that is not 0-d"}'
+                                ': a metric returns the batch mean as a 0-d tensor, computed with torch operations (no '
+                                '.item(), no numpy); for a metric that is not a mean of batch means, subclass Metric')
         means = weighted_means([self._losses] + [vals for _, vals in fns], self._sizes, self.reduce, self.learn.device)
         out = dict(zip(['valid_loss'] + [name for name, _ in fns], means))
         for m in metrics:

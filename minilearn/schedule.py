@@ -12,6 +12,7 @@ import torch
 from fastcore.basics import patch
 
 from .core import Callback, CancelFitException, CancelValidException, check_number
+from .data import n_batches
 from .learner import Learner
 from .recorder import Recorder
 from .state import load_training_state, training_state
@@ -113,6 +114,10 @@ class ParamScheduler(Callback):
         self.scheds, self._before = dict(scheds), []
 
     def before_fit(self):
+        if n_batches(self.learn.dls.train) is None:
+            raise ValueError('ParamScheduler follows the fraction of the fit done (pct_train), which needs the number of '
+                             'training batches, and this training loader has no len(): give its dataset or loader a '
+                             '__len__ (for an IterableDataset, the number of batches it yields), or train without a schedule')
         opt = self.learn.opt
         groups = opt.param_groups
         self._fields = []
@@ -339,7 +344,8 @@ def lr_find(self: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it: 
     n_epoch = math.ceil(num_it / n_train) if n_train else num_it
     undo = _Undo(self, offload)
     try:
-        with self.no_logging(), self.removed_cbs([cb for cb in self.cbs if cb.writes_files]):   # no file written
+        skip = [cb for cb in self.cbs if cb.writes_files or not cb.run_in_lr_find]   # no file written, no other stop
+        with self.no_logging(), self.removed_cbs(skip):
             self.fit(n_epoch, cbs=[finder])
     finally: undo.restore()
     lrs, losses = _trimmed(finder.lrs, finder.smooth_losses)

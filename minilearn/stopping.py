@@ -25,6 +25,7 @@ _MIN_WORDS = ('loss', 'error', 'mse', 'mae', 'rmse')
 class TrackerCallback(Callback):
     "Base of callbacks that watch `monitor` in the recorder's history each epoch and keep its best value."
     order = 30   # after the Recorder (-10) appended the epoch and the progress line (20) was printed
+    run_in_lr_find = False   # the finder cancels validation: there is nothing to watch, and its stops would end it
 
     def __init__(self, monitor: str = 'valid_loss', mode: str = 'auto', min_delta: float = 0.):
         if not isinstance(monitor, str) or not monitor:
@@ -139,7 +140,7 @@ class EarlyStopping(TrackerCallback):
 class Budget(Callback):
     "Ends the fit when it has spent `max_time` seconds, `max_steps` steps, `max_samples` samples or `max_cost`."
     order = -5        # after the Recorder (-10) has recorded the batch
-    run_valid = False
+    run_valid, run_in_lr_find = False, False
 
     def __init__(self, max_time: float | None = None, max_steps: int | None = None, max_samples: int | None = None,
                  max_cost: float | None = None, cost_per_hour: float | None = None, whole_epochs: bool = False):
@@ -238,7 +239,7 @@ class Budget(Callback):
 class TerminateOnNaN(Callback):
     "Ends the fit at the first training batch whose loss is NaN or infinite, before backward and the optimizer step; reads the loss every batch (a host sync), so it is not a default callback."
     order = -20
-    run_valid = False
+    run_valid, run_in_lr_find = False, False   # the finder stops at a diverging loss itself
     agree_every_batch = True   # distributed training: all ranks agree at every after_loss, before any rank steps
 
     def __init__(self): self.name = 'terminate_on_nan'
@@ -265,6 +266,11 @@ class ReduceLROnPlateau(TrackerCallback):
     def before_fit(self):
         super().before_fit()
         self.wait = 0
+        scheduled = [type(cb).__name__ for cb in self.learn.cbs if 'lr' in (getattr(cb, 'scheds', None) or {})]
+        if scheduled:
+            raise ValueError(f'ReduceLROnPlateau and {scheduled[0]} would both set the learning rate (the schedule '
+                             'overwrites every reduction at the next batch): use one of them, e.g. fit() instead of '
+                             'fit_one_cycle() with ReduceLROnPlateau')
 
     def after_epoch(self):
         if self.track(self.current()):
@@ -290,14 +296,18 @@ class ReduceLROnPlateau(TrackerCallback):
 
 # %% ../nbs/07_stopping.ipynb #e0260378
 class SaveBestModel(TrackerCallback):
-    "Saves the model with `learn.save` when `monitor` improves (or every epoch); `at_end` loads the best after the fit."
+    "Saves the model with `learn.save` when `monitor` improves (or every `every_epoch` epochs); `at_end` loads the best after the fit."
     writes_files = True        # not run by lr_find
-    def __init__(self, monitor: str = 'valid_loss', fname: str = 'best', every_epoch: bool = False, at_end: bool = False,
-                 mode: str = 'auto', min_delta: float = 0., with_opt: bool = False):
+    def __init__(self, monitor: str = 'valid_loss', fname: str = 'best', every_epoch: bool | int = False,
+                 at_end: bool = False, mode: str = 'auto', min_delta: float = 0., with_opt: bool = False):
         super().__init__(monitor, mode, min_delta)
         if not isinstance(fname, (str, os.PathLike)) or not str(fname):
             raise ValueError(f'fname must be a file name such as "best", got {fname!r}')
-        self.fname, self.every_epoch, self.at_end, self.with_opt = str(fname), every_epoch, at_end, with_opt
+        if not isinstance(every_epoch, bool): check_number(every_epoch, 'every_epoch (True, False, or every how many epochs)', integer=True)
+        if at_end and every_epoch not in (True, False, 1):
+            raise ValueError(f'at_end loads the best epoch\'s file, but every_epoch={every_epoch} saves only every '
+                             f'{every_epoch}th epoch: use every_epoch=True (or False, to save only improvements)')
+        self.fname, self.every_epoch, self.at_end, self.with_opt = str(fname), int(every_epoch), at_end, with_opt
 
     def best_file(self) -> str:
         "The name the best epoch was saved under."
@@ -306,7 +316,8 @@ class SaveBestModel(TrackerCallback):
     def after_epoch(self):
         improved = self.track(self.current())
         if not is_main(): return       # distributed training: rank 0 writes, every rank reads
-        if self.every_epoch: self.learn.save(f'{self.fname}_{self.learn.epoch}', with_opt=self.with_opt)
+        if self.every_epoch:
+            if self.learn.epoch % self.every_epoch == 0: self.learn.save(f'{self.fname}_{self.learn.epoch}', with_opt=self.with_opt)
         elif improved: self.learn.save(self.fname, with_opt=self.with_opt)
 
     def after_fit(self):
