@@ -85,8 +85,10 @@ class CSVLogger(Callback):
         h = self.learn.recorder.history
         rows = [[h[c][i] for c in self._cols] for i in range(len(h[self._cols[0]]))]
         if self._written is None:      # first write of this fit: earlier fits' rows + this history, rewritten atomically
-            with open(self._path, newline='') as f: old = list(csv.reader(f))[1:1 + self._base]
-            text = self._line(self._cols) + ''.join(self._line(r) for r in old) + ''.join(self._line(r) for r in rows)
+            with open(self._path, newline='') as f: old = list(csv.reader(f))[1:]
+            if self.learn.resume not in (None, False):   # the rows of the fit being resumed start at its last epoch 0
+                self._base = max((i for i, r in enumerate(old) if r[:1] == ['0']), default=len(old))
+            text = ''.join(self._line(r) for r in [self._cols] + old[:self._base] + rows)
             atomic_write(lambda f: f.write(text.encode()), self._path)
         else:
             with open(self._path, 'a', newline='') as f:        # one write per row, flushed and fsynced
@@ -100,12 +102,6 @@ class CSVLogger(Callback):
     def after_fit(self):
         h = getattr(self.learn.recorder, 'history', {})
         if self._cols and h.get(self._cols[0]) is not None and len(h[self._cols[0]]) != (self._written or 0): self._sync()
-
-    def state_dict(self) -> dict:
-        "How many rows of the file came before the fit being checkpointed (so a resumed fit continues the file)."
-        return {'base': self._base} if getattr(self, '_base', 0) else {}
-
-    def load_state_dict(self, state: dict): self._base = int(state['base'])
 
     def read(self) -> list[dict]:
         "The rows of the file as dicts, numbers parsed (`int`, or `float` with `nan` for a missing value)."

@@ -37,8 +37,9 @@ class Recorder(Callback):
         self.losses: list[float] = []              # per training batch, across fits
         self.hps: dict[str, list[float]] = {'lr': []}   # per training batch, across fits
         self.last_valid: dict[str, float] = {}
-        self._resumed, self._in_train, self._row_due, self._cancelled = None, False, False, False
-        self._losses, self._sizes, self._vals, self._start, self._train_loss = [], [], [], time.perf_counter(), math.nan
+        self._resumed, self._in_train, self._row_due, self._cancelled, self._valid_row = None, False, False, False, {}
+        self._losses, self._sizes, self._vlosses, self._vsizes, self._vals = [], [], [], [], []
+        self._start, self._train_loss = time.perf_counter(), math.nan
 
     @property
     def lrs(self) -> list[float]:
@@ -52,28 +53,34 @@ class Recorder(Callback):
         if self.learn.dls.valid is not None: names.append('valid_loss')
         return names + [metric_name(m) for m in self.learn.metrics] + ['time']
 
-    def _fresh(self):
-        "Empty accumulators for the next pass, so that no pass depends on its own `before_*` having run."
-        self._losses, self._sizes, self._vals, self._cancelled = [], [], [[] for _ in self.learn.metrics], False
+    # Each pass has its own accumulators, emptied when the pass's values are taken (and at before_fit),
+    # so that nothing depends on this callback's own before_* having run: a callback ordered before it
+    # may cancel a pass before the recorder hears of it.
+    def _fresh_valid(self):
+        self._vlosses, self._vsizes, self._vals = [], [], [[] for _ in self.learn.metrics]
         for m in self.learn.metrics:
             if isinstance(m, Metric): m.reset()
 
     def before_fit(self):
         self.history = {k: [] for k in self.metric_names}
-        self._in_train, self._row_due = False, False
-        self._fresh()
+        self._in_train, self._row_due, self._cancelled, self._losses, self._sizes = False, False, False, [], []
+        self._fresh_valid()
 
     def before_epoch(self):
         elapsed = self._resumed['elapsed'] if self._resumed else 0.
         self._start, self.last_valid, self._train_loss = time.perf_counter() - elapsed, {}, math.nan
+        self._valid_row = {}
 
     def before_train(self):
         resumed, self._resumed = self._resumed, None     # a resumed epoch goes on with the batches it had
-        self._fresh()
-        if resumed: self._losses, self._sizes = list(resumed['losses'].to(self.learn.device).unbind()), list(resumed['sizes'])
-        self._lrs, self._groups, self._in_train = self.hps['lr'], self.learn.opt.param_groups, True
+        self._losses = list(resumed['losses'].to(self.learn.device).unbind()) if resumed else []
+        self._sizes = list(resumed['sizes']) if resumed else []
+        self._lrs, self._groups, self._in_train, self._cancelled = self.hps['lr'], self.learn.opt.param_groups, True, False
 
-    def before_validate(self): self._fresh()
+    def before_validate(self):
+        if self._in_train: self.after_train()            # a training pass whose after_train was cut short
+        self._fresh_valid()
+        self._cancelled = False
 
     def after_cancel_batch(self): self._cancelled = True   # a cancelled batch is not recorded: nothing of it is read
 
@@ -82,11 +89,13 @@ class Recorder(Callback):
             self._cancelled = False
             return
         learn = self.learn
-        self._losses.append(learn.loss.data)     # no graph kept; see above for why not detach()
-        self._sizes.append(batch_size(learn.yb))
         if learn.training:
+            self._losses.append(learn.loss.data)     # no graph kept; see above for why not detach()
+            self._sizes.append(batch_size(learn.yb))
             self._lrs.append(self._groups[0]['lr'])
             return
+        self._vlosses.append(learn.loss.data)
+        self._vsizes.append(batch_size(learn.yb))
         for m, vals in zip(learn.metrics, self._vals):
             if isinstance(m, Metric): m.accumulate(learn.pred, learn.yb)
             else: vals.append(m(learn.pred, learn.yb))
@@ -94,32 +103,34 @@ class Recorder(Callback):
     def after_train(self, reduce: bool = True):
         self.losses.extend(torch.stack(self._losses).float().tolist() if self._losses else [])
         self._train_loss, = weighted_means([self._losses], self._sizes, self.reduce if reduce else None, self.learn.device)
-        self._in_train, self._row_due = False, self._row_due or bool(self._sizes)
-        self._fresh()
+        self._in_train, self._row_due, self._losses, self._sizes = False, self._row_due or bool(self._sizes), [], []
 
     def after_validate(self):
         metrics = self.learn.metrics
         fns = [(metric_name(m), vals) for m, vals in zip(metrics, self._vals) if not isinstance(m, Metric)]
         for name, vals in fns:
-            bad = next((v for v in vals if not isinstance(v, torch.Tensor)), None)
-            if vals and bad is not None or any(v.ndim for v in vals if isinstance(v, torch.Tensor)):
-                raise TypeError(f'metric {name!r} returned {type(bad).__name__ if bad is not None else "a tensor that is not 0-d"}'
+            bad = [type(v).__name__ for v in vals if not isinstance(v, torch.Tensor)] or [
+                   'a tensor that is not 0-d' for v in vals if v.ndim]
+            if bad:
+                raise TypeError(f'metric {name!r} returned {bad[0]}'
                                 ': a metric returns the batch mean as a 0-d tensor, computed with torch operations (no '
                                 '.item(), no numpy); for a metric that is not a mean of batch means, subclass Metric')
-        means = weighted_means([self._losses] + [vals for _, vals in fns], self._sizes, self.reduce, self.learn.device)
+        means = weighted_means([self._vlosses] + [vals for _, vals in fns], self._vsizes, self.reduce, self.learn.device)
         out = dict(zip(['valid_loss'] + [name for name, _ in fns], means))
         for m in metrics:
             if not isinstance(m, Metric): continue
             if self.reduce is not None: m.reduce(self.reduce)
-            out[metric_name(m)] = float(m.value) if self._sizes or self.reduce is not None else math.nan
-        self.last_valid = {k: out[k] for k in ['valid_loss'] + [metric_name(m) for m in metrics]}
-        self._fresh()
+            out[metric_name(m)] = float(m.value) if self._vsizes or self.reduce is not None else math.nan
+        self.last_valid = self._valid_row = {k: out[k] for k in ['valid_loss'] + [metric_name(m) for m in metrics]}
+        self._fresh_valid()
 
     def after_epoch(self):
-        row = {'epoch': self.learn.epoch, 'train_loss': self._train_loss, **self.last_valid,
+        if self._in_train: self.after_train()      # a training pass that a CancelEpochException cut short
+        row = {'epoch': self.learn.epoch, 'train_loss': self._train_loss, **self._valid_row,
                'time': time.perf_counter() - self._start}
         for k, col in self.history.items(): col.append(row.get(k, math.nan))
-        self._train_loss, self._row_due = math.nan, False
+        # the next epoch's row starts empty even if a callback ordered before this one skips its before_epoch
+        self._train_loss, self._row_due, self._valid_row, self._start = math.nan, False, {}, time.perf_counter()
 
     def after_fit(self):
         "A fit that stopped inside an epoch: the batches that ran are recorded, and the epoch is a row (NaN where nothing ran)."
