@@ -34,6 +34,10 @@ def _resolve(learn, fname) -> Path:
     p = Path(fname)
     return p if p.is_absolute() else Path(learn.path) / p
 
+# The file always mirrors the recorder's history. An epoch that a stop cut short (Ctrl-C, TerminateOnNaN, a
+# budget) is a row too, with nan where nothing ran, written in after_fit: a diverged run shows where it
+# diverged. A resumed fit rewrites the file once, atomically, at its first epoch end: the rows of earlier fits
+# (append=True), then the resumed history, so the rows the killed fit wrote after its checkpoint are replaced.
 class CSVLogger(Callback):
     "Writes one row per epoch (the recorder's columns) to `learn.path/fname`, flushed and fsynced at each epoch end; a resumed fit continues the file."
     main_process_only = True   # distributed training: only rank 0 writes
