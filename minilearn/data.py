@@ -80,13 +80,18 @@ class _IndexLoader:
 
 # %% ../nbs/01_data.ipynb #1827c5ca
 class TensorLoader(_IndexLoader):
-    "Batches `(x[idx], y[idx])` cut from whole tensors by one indexing per batch; seeded, resumable."
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, bs: int = 64, shuffle: bool = False, seed: int | None = 0,
-                 drop_last: bool = False, idxs: torch.Tensor | None = None):
-        if len(x) != len(y):
-            raise ValueError(f'x and y must have the same length, got {len(x)} and {len(y)}')
-        super().__init__(len(x), bs, shuffle, seed, drop_last, idxs)
+    "Batches `(x[idx], y[idx])` cut from whole tensors by one indexing per batch; seeded, resumable. `x` may be a tuple of input tensors, `y` None (inputs only)."
+    def __init__(self, x: torch.Tensor | tuple, y: torch.Tensor | None = None, bs: int = 64, shuffle: bool = False,
+                 seed: int | None = 0, drop_last: bool = False, idxs: torch.Tensor | None = None):
+        self._tensors = [*(x if isinstance(x, (tuple, list)) else [x]), *([] if y is None else [y])]
+        if not self._tensors or not all(isinstance(t, torch.Tensor) for t in self._tensors):
+            raise TypeError('x (a tensor or a tuple of tensors) and y (a tensor or None) must be tensors: convert with '
+                            'torch.as_tensor(...)')
+        if len({len(t) for t in self._tensors}) > 1:
+            raise ValueError(f'x and y must have the same length, got {[len(t) for t in self._tensors]}')
+        super().__init__(len(self._tensors[0]), bs, shuffle, seed, drop_last, idxs)
         self.x, self.y = x, y
+        self._pair = isinstance(x, torch.Tensor) and y is not None      # the common (x, y) batch: no generator
         self._whole = idxs is None and not shuffle   # plain slices are views: no copy at all
 
     def _split(self, order: torch.Tensor):
@@ -94,12 +99,15 @@ class TensorLoader(_IndexLoader):
             return [slice(i, i + self.bs) for i in range(0, len(order), self.bs)]
         return order.split(self.bs)
 
-    def _get(self, b): return self.x[b], self.y[b]
+    def _get(self, b):
+        if self._pair: return self.x[b], self.y[b]
+        return tuple(t[b] for t in self._tensors)
 
     @property
     def device(self) -> torch.device | None:
-        "Where every batch already is: the device of `x` and `y` (None when they differ). The learner skips moving them."
-        return self.x.device if self.x.device == self.y.device else None
+        "Where every batch already is: the device of its tensors (None when they differ). The learner skips moving them."
+        devices = {t.device for t in self._tensors}
+        return devices.pop() if len(devices) == 1 else None
 
     def __repr__(self):
         return f'TensorLoader(n={self.n}, bs={self.bs}, shuffle={self.shuffle}, batches={len(self)})'
@@ -126,14 +134,16 @@ class DataLoaders:
     def from_tensors(cls, x: torch.Tensor, y: torch.Tensor, valid_pct: float = 0.2, bs: int = 64, seed: int = 0,
                      shuffle: bool = True, valid_bs: int | None = None) -> 'DataLoaders':
         "A seeded random split of `x`, `y` into whole-batch `TensorLoader`s; the tensors are not copied."
-        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+        xs = x if isinstance(x, (tuple, list)) else (x,)       # several inputs: a tuple of tensors
+        if not (all(isinstance(t, torch.Tensor) for t in xs) and isinstance(y, torch.Tensor)):
             raise TypeError(f'x and y must be tensors, got {type(x).__name__} and {type(y).__name__}; '
                             'convert with torch.as_tensor(...)')
-        if len(x) != len(y): raise ValueError(f'x and y must have the same length, got {len(x)} and {len(y)}')
-        if len(x) == 0: raise ValueError('x and y are empty: there is nothing to train on')
+        if len({len(t) for t in (*xs, y)}) > 1:
+            raise ValueError(f'x and y must have the same length, got {[len(t) for t in xs]} and {len(y)}')
+        if len(y) == 0: raise ValueError('x and y are empty: there is nothing to train on')
         if not 0 <= valid_pct < 1: raise ValueError(f'valid_pct must be in [0, 1), got {valid_pct!r}')
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-        n_valid = round(len(x) * valid_pct)
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+        n_valid = round(len(y) * valid_pct)
         train = TensorLoader(x, y, bs, shuffle=shuffle, seed=seed, idxs=perm[n_valid:])
         valid = TensorLoader(x, y, valid_bs or bs, idxs=perm[:n_valid].sort().values) if n_valid else None
         return cls(train, valid)
@@ -145,6 +155,15 @@ class DataLoaders:
         train = DatasetLoader(train_ds, bs, shuffle=shuffle, seed=seed, collate_fn=collate_fn)
         valid = None if valid_ds is None else DatasetLoader(valid_ds, valid_bs or bs, collate_fn=collate_fn)
         return cls(train, valid)
+
+    def test_dl(self, *data, bs: int | None = None):
+        "An unlabelled loader like the validation one over `data`: input tensors (`test_dl(x)`, `test_dl(x1, x2)`) or a dataset of inputs."
+        ref = self.valid if self.valid is not None else self.train
+        bs = bs or getattr(ref, 'bs', None) or getattr(ref, 'batch_size', None) or 64
+        if data and all(isinstance(d, torch.Tensor) for d in data): return TensorLoader(tuple(data), None, bs)
+        if len(data) == 1 and hasattr(data[0], '__getitem__') and hasattr(data[0], '__len__'):
+            return DatasetLoader(data[0], bs, collate_fn=getattr(ref, 'collate_fn', default_collate))
+        raise TypeError('test_dl takes input tensors (test_dl(x) or test_dl(x1, x2)) or one map-style dataset of inputs')
 
     def __repr__(self): return f'DataLoaders(train={self.train!r}, valid={self.valid!r})'
 

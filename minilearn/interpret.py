@@ -4,15 +4,17 @@
 
 # %% ../nbs/16_interpret.ipynb #b4c9159d
 from __future__ import annotations
-import copy, functools, io
-from typing import Callable, Sequence
+import functools, io
+from typing import Sequence
 
 import torch
 
 from .core import Callback, check_number
+from .metrics import per_sample_loss
+_all_ = ['per_sample_loss']   # defined with the metrics; interpretation is where it is used most
 
 # %% auto #0
-__all__ = ['per_sample_loss', 'Interpretation', 'ClassificationInterpretation']
+__all__ = ['Interpretation', 'ClassificationInterpretation', 'per_sample_loss']
 
 # %% ../nbs/16_interpret.ipynb #5862413e
 class _Collect(Callback):
@@ -26,21 +28,6 @@ class _Collect(Callback):
         self.preds.append(learn.pred.detach())
         self.targs.append(learn.yb)
 
-def per_sample_loss(loss_func: Callable, pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
-    "The loss of each sample of `pred`/`targ` (a 1-d tensor), computed on their device without changing `loss_func`."
-    n = pred.shape[0]
-    if isinstance(getattr(loss_func, 'reduction', None), str):
-        lf = copy.copy(loss_func)
-        lf.reduction = 'none'
-        out = lf(pred, targ)
-    else:
-        one = lambda p, t: loss_func(p.unsqueeze(0), t.unsqueeze(0))
-        try: out = torch.func.vmap(one)(pred, targ)
-        except Exception: out = torch.stack([torch.as_tensor(one(pred[i], targ[i])) for i in range(n)])
-    if out.ndim == 0 or out.shape[0] != n:
-        raise ValueError(f'could not get one loss per sample from {loss_func!r}: got shape {tuple(out.shape)} '
-                         f'for {n} samples. Pass a loss with reduction="none" support, or a function of (pred, targ).')
-    return out.reshape(n, -1).float().mean(1)
 
 class Interpretation:
     "Inputs, predictions, targets and per-sample losses of one pass of `learn` over `dl`; `top_losses` finds the worst."

@@ -4,8 +4,9 @@
 
 # %% ../nbs/03_learner.ipynb #b41fd6f3
 from __future__ import annotations
-import contextlib, os, re, warnings
+import contextlib, dataclasses, os, re, warnings
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Callable, Iterable
 
 import torch
@@ -17,13 +18,13 @@ from .core import (PHASES, Callback, CallbackRegistry, CancelBackwardException, 
                             CancelValidException, check_number, launch_env, rank)
 from .data import n_batches, on_device, to_device
 from .files import atomic_save, check_state_dict, opt_state_problems, remove_stale_temps, safe_load
-from .metrics import check_metrics
+from .metrics import check_metrics, per_sample_loss
 from .recorder import Recorder
 from .progress import ProgressCallback
 from .state import resume
 
 # %% auto #0
-__all__ = ['Learner', 'GatherPreds']
+__all__ = ['Learner', 'model_loss', 'GatherPreds']
 
 # %% ../nbs/03_learner.ipynb #5ab52cfe
 def _model_device(model: nn.Module) -> torch.device:
@@ -35,17 +36,21 @@ _LR_HINT = 'a typical value is 1e-3'
 
 class Learner:
     "Trains `model` on `dls` with `loss_func` and `opt_func`; every phase of the loop is hooked by callbacks."
-    def __init__(self, model: nn.Module, dls, loss_func: Callable, opt_func: Callable = torch.optim.Adam,
+    def __init__(self, model: nn.Module, dls, loss_func: Callable | None, opt_func: Callable = torch.optim.Adam,
                  lr: float = 1e-3, metrics: Iterable | None = None, cbs: Iterable[Callback] | None = None,
                  path: str | os.PathLike = '.', model_dir: str | os.PathLike = 'models',
-                 device: str | torch.device | None = None, default_cbs: bool = True, compile: bool | dict = False):
+                 device: str | torch.device | None = None, default_cbs: bool = True, compile: bool | dict = False,
+                 n_inp: int = 1, target_keys: Iterable[str] = ('labels', 'label')):
         if not isinstance(model, nn.Module):
             raise TypeError(f'model must be a torch.nn.Module, got {type(model).__name__}')
         if not hasattr(dls, 'train'):
             raise TypeError(f'dls must have a .train loader, got {type(dls).__name__}: use '
                             'DataLoaders(train_dl, valid_dl) or DataLoaders.from_tensors(x, y)')
         n_batches(dls.train, 'training')
-        if not callable(loss_func): raise TypeError(f'loss_func must be callable, got {loss_func!r}')
+        if not (loss_func is None or callable(loss_func)):
+            raise TypeError(f'loss_func must be callable (or None: the loss the model returns), got {loss_func!r}')
+        check_number(n_inp, 'n_inp (how many items of a batch go to the model)', integer=True)
+        target_keys = (target_keys,) if isinstance(target_keys, str) else tuple(target_keys)
         if not callable(opt_func): raise TypeError(f'opt_func must be callable (e.g. torch.optim.SGD), got {opt_func!r}')
         check_number(lr, 'lr', noun='finite number', hint=_LR_HINT)
         metrics = check_metrics(metrics)
@@ -53,6 +58,7 @@ class Learner:
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.model = model.to(self.device)
         self.dls, self.loss_func, self.opt_func, self.lr, self.metrics = dls, loss_func, opt_func, lr, metrics
+        self.n_inp, self.target_keys, self.n_targ, self._x_kind = n_inp, target_keys, 1, None
         self.path, self.model_dir = Path(path), Path(model_dir)
         self.opt, self.logger, self.autocast = None, print, contextlib.nullcontext()
         self.epoch, self.n_epoch, self.iter, self.n_iter, self.train_iter, self.pct_train = 0, 0, 0, 0, 0, 0.
@@ -85,12 +91,17 @@ class Learner:
 
     # ----- the steps of a batch, one method each: a subclass overrides one to change it (see "The steps") -----
     def forward(self):
-        "The prediction for the batch: `self.fwd(self.xb)` (the model, or the wrapper the loop runs)."
-        return self.fwd(self.xb)
+        "The prediction: the model (`self.fwd`) called with the batch's inputs: `fwd(xb)`, `fwd(*xb)` for several, `fwd(**xb)` for a dict."
+        kind = self._x_kind
+        if kind is None: return self.fwd(self.xb)
+        return self.fwd(**self.xb) if kind == 'dict' else self.fwd(*self.xb)
 
     def get_loss(self):
-        "The loss of the batch: `self.loss_func(self.pred, self.yb)`."
-        return self.loss_func(self.pred, self.yb)
+        "The loss of the batch: `loss_func(pred, yb)` (`*yb` for several targets), or with `loss_func=None` the model's own loss."
+        n, loss_func = self.n_targ, self.loss_func
+        if n == 1 and loss_func is not None: return loss_func(self.pred, self.yb)
+        if loss_func is None: return model_loss(self.pred)
+        return loss_func(self.pred, *self.yb) if n else None     # a batch without targets (inference) has no loss
 
     def backward(self):
         "Compute the gradients of `self.loss_grad` (the loss, or what a callback scaled it to)."
@@ -241,13 +252,15 @@ def _all_batches(self: Learner):
     start, self.start_iter = (self.start_iter if self.training else 0), 0
     inv = 1 / (self.n_iter * self.n_epoch) if self.n_iter and self.n_epoch else 0.
     device, declared = self.device, getattr(self.dl, 'device', None)   # a loader may say where its batches are
-    move = None if declared is None else declared != device               # None: the pass's first batch tells
+    move = None if declared is None else declared != device
+    plain = None                                                          # None: the pass's first batch tells
     it = iter(self.dl)
     try:
-        for self.iter, (xb, yb) in enumerate(it, start):
-            if move is None: move = not (on_device(xb, device) and on_device(yb, device))
-            if move: xb, yb = to_device(xb, device), to_device(yb, device)
-            self.xb, self.yb = xb, yb
+        for self.iter, b in enumerate(it, start):
+            if plain is None: plain, move = self._layout(b, move)
+            if move: b = to_device(b, device)
+            if plain: self.xb, self.yb = b                                # the common (x, y) batch
+            else: self.xb, self.yb = self._split(b)
             if self.training: self.pct_train = (self.epoch * self.n_iter + self.iter) * inv
             self._with_events(self._one_batch, 'batch', CancelBatchException)
     finally:
@@ -272,6 +285,51 @@ def _step(self: Learner):
     self.step()
     self.zero_grad()
     self.train_iter += 1
+
+# %% ../nbs/03_learner.ipynb #7fca8e61
+def model_loss(output):
+    "The loss a model returned (`output.loss` or `output['loss']`), for `loss_func=None`."
+    loss = output.get('loss') if isinstance(output, Mapping) else getattr(output, 'loss', None)
+    if loss is None:
+        raise ValueError(f'loss_func=None takes the loss the model returns (output.loss or output["loss"], as HuggingFace '
+                         f'models do when given labels), but the model returned a {type(output).__name__} without one: '
+                         'pass a loss_func, or make the model return its loss')
+    return loss
+
+@patch
+def _layout(self: Learner, b, move):
+    "Read from a pass's first batch how batches split into inputs and targets, and whether they must be moved."
+    n, keys = self.n_inp, self.target_keys
+    if isinstance(b, Mapping):
+        targs = [k for k in b if k in keys]
+        if len(targs) == len(b):
+            raise ValueError(f'a dict batch with the keys {list(b)} has no model inputs: all of them are target_keys '
+                             f'{keys}; pass target_keys=... naming only the targets')
+        self._x_kind, self.n_targ = 'dict', len(targs)
+    elif isinstance(b, (tuple, list)):
+        if len(b) < n:
+            raise ValueError(f'the batch holds {len(b)} items {_shape(b)} but n_inp={n} asks for {n} model inputs: pass '
+                             'Learner(..., n_inp=...) the number of items that go to the model')
+        self._x_kind, self.n_targ = (None if n == 1 and self.loss_func is not None else 'many'), len(b) - n
+    elif isinstance(b, torch.Tensor): self._x_kind, self.n_targ = None, 0
+    else: raise TypeError(f'a batch must be a tensor, or a tuple, list or dict of them; the loader gave a {type(b).__name__}')
+    if self.training and self.n_targ == 0 and self.loss_func is not None:
+        raise ValueError(f'the training batches hold only inputs {_shape(b)}: there is no target to learn from. Give the '
+                         'loader targets ((x, y) batches), or pass loss_func=None if the model returns its own loss')
+    plain = self._x_kind is None and self.n_targ == 1 and isinstance(b, (tuple, list))
+    return plain, (not on_device(b, self.device) if move is None else move)
+
+@patch
+def _split(self: Learner, b):
+    "The model's inputs and the targets of batch `b`: `yb` is the target, a tuple of targets, or None."
+    if isinstance(b, torch.Tensor): return b, None
+    if isinstance(b, Mapping):
+        ys = [v for k, v in b.items() if k in self.target_keys]
+        xb = dict(b) if self.loss_func is None else {k: v for k, v in b.items() if k not in self.target_keys}
+    else:
+        ys = list(b[self.n_inp:])
+        xb = tuple(b) if self.loss_func is None else b[0] if self.n_inp == 1 else tuple(b[:self.n_inp])
+    return xb, (None if not ys else ys[0] if len(ys) == 1 else tuple(ys))
 
 # %% ../nbs/03_learner.ipynb #b4258a22
 @patch
@@ -316,6 +374,7 @@ def _end_fit(self: Learner, exc: BaseException | None = None):
 def _shape(o) -> str:
     if isinstance(o, torch.Tensor): return str(tuple(o.shape))
     if isinstance(o, (list, tuple)): return '(' + ', '.join(_shape(v) for v in o) + ')'
+    if isinstance(o, Mapping): return '{' + ', '.join(f'{k!r}: {_shape(v)}' for k, v in o.items()) + '}'
     return type(o).__name__
 
 @patch
@@ -335,6 +394,9 @@ def _checked_loss(self: Learner):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         loss = self.get_loss()
+    if self.pred is None:
+        raise TypeError('the model returned None: its forward must return the prediction (or, with loss_func=None, '
+                        'an output holding the loss)')
     if not isinstance(loss, torch.Tensor):
         raise TypeError(f'the loss function returned a {type(loss).__name__}, not a tensor: return the loss as a 0-d '
                         'tensor computed with torch operations (no .item(), no float(), no tuple)')
@@ -349,16 +411,42 @@ def _checked_loss(self: Learner):
     return loss
 
 # %% ../nbs/03_learner.ipynb #63c3b2b9
+def _detached(o):
+    "`o` with every tensor in it detached (a tensor, or tuples, lists, dicts and dataclasses of them)."
+    if isinstance(o, torch.Tensor): return o.detach()
+    if isinstance(o, (tuple, list)): return type(o)(_detached(v) for v in o) if type(o) in (tuple, list) else o
+    if isinstance(o, Mapping): return {k: _detached(v) for k, v in o.items()}
+    if dataclasses.is_dataclass(o): return type(o)(**{f.name: _detached(getattr(o, f.name)) for f in dataclasses.fields(o)})
+    return o
+
+def _concat(parts: list):
+    "Batches of one structure concatenated leaf by leaf (0-d tensors are stacked); the structure is kept."
+    first = parts[0]
+    if first is None: return None
+    if isinstance(first, torch.Tensor): return torch.cat(parts) if first.ndim else torch.stack(parts)
+    if isinstance(first, (tuple, list)): return type(first)(_concat([p[i] for p in parts]) for i in range(len(first)))
+    if isinstance(first, Mapping): return {k: _concat([p[k] for p in parts]) for k in first}
+    if dataclasses.is_dataclass(first):
+        return type(first)(**{f.name: _concat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(first)})
+    return parts
+
 class GatherPreds(Callback):
-    "Collects `pred` and `yb` of every batch on the device (used by `Learner.get_preds`)."
+    "Collects the predictions and targets (and with `with_input` the inputs) of every batch, detached, on the device."
     order = 90
-    def before_validate(self): self.preds, self.targs = [], []
+    def __init__(self, with_input: bool = False): self.with_input, self._cancelled = with_input, False
+    def before_validate(self): self.inputs, self.preds, self.targs = [], [], []
+    def after_cancel_batch(self): self._cancelled = True
     def after_batch(self):
-        self.preds.append(self.learn.pred.detach())
-        self.targs.append(self.learn.yb)
-    def result(self):
-        "The gathered predictions and targets, each concatenated."
-        return torch.cat(self.preds), torch.cat(self.targs)
+        if self._cancelled: self._cancelled = False; return
+        learn = self.learn
+        self.preds.append(_detached(learn.pred))
+        self.targs.append(learn.yb)
+        if self.with_input: self.inputs.append(_detached(learn.xb))
+    def result(self) -> tuple:
+        "`(preds, targs)`, with the inputs first if `with_input`; each concatenated leaf by leaf, the structure kept."
+        if not self.preds: raise ValueError('the loader gave no batches: there is nothing to predict')
+        out = (_concat(self.preds), _concat(self.targs))
+        return (_concat(self.inputs), *out) if self.with_input else out
 
 @patch
 def _one_pass(self: Learner, dl, cbs: list[Callback]):
@@ -386,20 +474,30 @@ def validate(self: Learner, dl=None) -> dict:
     return dict((extra[0] if extra else rec).last_valid)
 
 @patch
-def get_preds(self: Learner, dl=None) -> tuple[torch.Tensor, torch.Tensor]:
-    "Predictions and targets over `dl` (default: the validation loader), concatenated, on the device."
+def get_preds(self: Learner, dl=None, with_input: bool = False, with_loss: bool = False, act: Callable | None = None) -> tuple:
+    "`(preds, targs)` over `dl` (default: the validation loader) on the device; `act` applied to preds, inputs first with `with_input`, per-sample losses last with `with_loss`."
     self._not_in_a_fit('get_preds')
-    gather = GatherPreds()
+    gather = GatherPreds(with_input)
     self._one_pass(_valid_dl(self, dl), [gather])
-    return gather.result()
+    *inputs, preds, targs = gather.result()
+    res = [*inputs, preds if act is None else act(preds), targs]
+    if with_loss:
+        if targs is None or self.loss_func is None or isinstance(targs, tuple):
+            raise ValueError('with_loss needs one target per sample and a loss_func: this loader gives '
+                             + ('no targets' if targs is None else 'several targets' if isinstance(targs, tuple) else 'no loss_func'))
+        with torch.no_grad(): res.append(per_sample_loss(self.loss_func, preds, targs))
+    return tuple(res)
 
 @patch
-def predict(self: Learner, x) -> torch.Tensor:
-    "The model's output for the batch `x`, in eval mode and without gradients."
+def predict(self: Learner, x):
+    "The model's output for the inputs `x` (a tensor; a tuple of them when `n_inp > 1`; a dict), in eval mode, without gradients."
     was_training = self.model.training
     self.model.eval()
     try:
-        with torch.no_grad(): return self.fwd(to_device(x, self.device))
+        x = to_device(x, self.device)
+        with torch.no_grad():
+            if isinstance(x, Mapping): return self.fwd(**x)
+            return self.fwd(*x) if isinstance(x, (tuple, list)) and self.n_inp > 1 else self.fwd(x)
     finally: self.model.train(was_training)
 
 # %% ../nbs/03_learner.ipynb #478b06d5

@@ -4,13 +4,13 @@
 
 # %% ../nbs/02_metrics.ipynb #c9e94962
 from __future__ import annotations
-import functools
+import copy, functools
 from typing import Callable
 
 import torch
 
 # %% auto #0
-__all__ = ['rmse', 'accuracy', 'error_rate', 'mse', 'mae', 'Metric', 'RMSE', 'metric_name', 'check_metrics']
+__all__ = ['rmse', 'accuracy', 'error_rate', 'mse', 'mae', 'Metric', 'RMSE', 'metric_name', 'per_sample_loss', 'check_metrics']
 
 # %% ../nbs/02_metrics.ipynb #66d449f0
 def _flat(pred: torch.Tensor, targ: torch.Tensor):
@@ -85,6 +85,22 @@ def metric_name(m) -> str:
         args = [repr(a) for a in m.args] + [f'{k}={v!r}' for k, v in m.keywords.items()]
         return f'{metric_name(m.func)}({", ".join(args)})'
     return getattr(m, 'name', None) or getattr(m, '__name__', None) or type(m).__name__
+
+def per_sample_loss(loss_func: Callable, pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+    "The loss of each sample of `pred`/`targ` (a 1-d tensor), computed on their device without changing `loss_func`."
+    n = pred.shape[0]
+    if isinstance(getattr(loss_func, 'reduction', None), str):
+        lf = copy.copy(loss_func)
+        lf.reduction = 'none'
+        out = lf(pred, targ)
+    else:
+        one = lambda p, t: loss_func(p.unsqueeze(0), t.unsqueeze(0))
+        try: out = torch.func.vmap(one)(pred, targ)
+        except Exception: out = torch.stack([torch.as_tensor(one(pred[i], targ[i])) for i in range(n)])
+    if out.ndim == 0 or out.shape[0] != n:
+        raise ValueError(f'could not get one loss per sample from {loss_func!r}: got shape {tuple(out.shape)} '
+                         f'for {n} samples. Pass a loss with reduction="none" support, or a function of (pred, targ).')
+    return out.reshape(n, -1).float().mean(1)
 
 _RESERVED = ('epoch', 'train_loss', 'valid_loss', 'time')
 

@@ -127,7 +127,7 @@ class GradientAccumulation(Callback):
 
     def before_backward(self):
         learn, end = self.learn, self._group_end()
-        self._size = size = batch_size(learn.yb)       # Python ints only: no host sync
+        self._size = size = batch_size(learn.yb if learn.n_targ else learn.xb)   # Python ints only: no host sync
         if self._count == 0: self._planned = size * (end - learn.iter)
         self._count, self._total, self._stepping = self._count + 1, self._total + size, learn.iter + 1 == end
         learn.loss_grad = learn.loss_grad * (size / self._planned)   # learn.loss, what is recorded, stays as it is

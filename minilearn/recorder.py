@@ -91,14 +91,16 @@ class Recorder(Callback):
         learn = self.learn
         if learn.training:
             self._losses.append(learn.loss.data)     # no graph kept; see above for why not detach()
-            self._sizes.append(batch_size(learn.yb))
+            self._sizes.append(batch_size(learn.yb if learn.n_targ else learn.xb))
             self._lrs.append(self._groups[0]['lr'])
             return
+        if learn.loss is None: return               # a batch without targets (inference): nothing to measure
         self._vlosses.append(learn.loss.data)
-        self._vsizes.append(batch_size(learn.yb))
+        self._vsizes.append(batch_size(learn.yb if learn.n_targ else learn.xb))
+        ys = (learn.yb,) if learn.n_targ == 1 else learn.yb or ()
         for m, vals in zip(learn.metrics, self._vals):
-            if isinstance(m, Metric): m.accumulate(learn.pred, learn.yb)
-            else: vals.append(m(learn.pred, learn.yb))
+            if isinstance(m, Metric): m.accumulate(learn.pred, *ys)
+            else: vals.append(m(learn.pred, *ys))
 
     def after_train(self, reduce: bool = True):
         self.losses.extend(torch.stack(self._losses).float().tolist() if self._losses else [])

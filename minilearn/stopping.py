@@ -301,8 +301,8 @@ class SaveBestModel(TrackerCallback):
     def __init__(self, monitor: str = 'valid_loss', fname: str = 'best', every_epoch: bool | int = False,
                  at_end: bool = False, mode: str = 'auto', min_delta: float = 0., with_opt: bool = False):
         super().__init__(monitor, mode, min_delta)
-        if not isinstance(fname, (str, os.PathLike)) or not str(fname):
-            raise ValueError(f'fname must be a file name such as "best", got {fname!r}')
+        if not isinstance(fname, (str, os.PathLike)) or not str(fname).removesuffix('.pth') or len(str(fname)) > 180:
+            raise ValueError(f'fname must be a file name such as "best" (at most 180 characters), got {fname!r}')
         if not isinstance(every_epoch, bool): check_number(every_epoch, 'every_epoch (True, False, or every how many epochs)', integer=True)
         if at_end and every_epoch not in (True, False, 1):
             raise ValueError(f'at_end loads the best epoch\'s file, but every_epoch={every_epoch} saves only every '

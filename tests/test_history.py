@@ -341,6 +341,7 @@ def test_impossible_file_names_are_refused_when_given(tmp_path, name):
     learn = learner(path=tmp_path)
     with pytest.raises(ValueError, match='file name'): learn.save(name)
     with pytest.raises(ValueError, match='file name'): Checkpoint(fname=name)
+    with pytest.raises(ValueError, match='file name'): SaveBestModel(fname=name)
 
 
 # ----- 14. messages ---------------------------------------------------------------------------------------

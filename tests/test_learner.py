@@ -139,7 +139,7 @@ def test_loader_that_declares_its_device_is_not_moved(monkeypatch):
     assert calls == []                                         # the first batch of each pass was on the device
     monkeypatch.setattr(L, 'on_device', lambda b, d: False)    # as if the loader served them from elsewhere
     silent(Learner(nn.Linear(1, 1), DataLoaders(plain, plain), nn.MSELoss())).fit(1)
-    assert len(calls) == 2 * 8                                 # xb and yb of 4 training + 4 validation batches
+    assert len(calls) == 8                                     # the whole batch at once: 4 training + 4 validation batches
     assert TensorLoader(x, y.to('meta'), bs=16).device is None     # x and y on different devices: nothing declared
 
 
