@@ -391,12 +391,12 @@ def _add_note(self: Learner, e: Exception, step: str):
 def _checked_loss(self: Learner):
     "The first loss of a fit, refusing a target that would be broadcast against the prediction and a loss that is not one number."
     del self.get_loss                          # once: from now on the loop calls the method itself
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        loss = self.get_loss()
     if self.pred is None:
         raise TypeError('the model returned None: its forward must return the prediction (or, with loss_func=None, '
                         'an output holding the loss)')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        loss = self.get_loss()
     if not isinstance(loss, torch.Tensor):
         raise TypeError(f'the loss function returned a {type(loss).__name__}, not a tensor: return the loss as a 0-d '
                         'tensor computed with torch operations (no .item(), no float(), no tuple)')
