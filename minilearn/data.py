@@ -4,8 +4,10 @@
 
 # %% ../nbs/01_data.ipynb #846e45e0
 from __future__ import annotations
-import math
+import hashlib, math, random
 from importlib import resources
+
+import numpy as np
 
 import torch
 from torch.utils.data import default_collate
@@ -31,7 +33,7 @@ class _IndexLoader:
         self.rank, self.world_size = 0, 1     # set by distributed training to serve one shard
         self.pad_shards = True                # pad so every rank serves as many batches (training)
         self._epoch_rng = self.generator.get_state()
-        self._pos, self._skip = 0, 0
+        self._pos, self._skip, self.epoch, self._cur_epoch = 0, 0, 0, 0    # epoch: how many epochs were started
 
     def __len__(self) -> int:
         n = self._shard_len()
@@ -51,13 +53,19 @@ class _IndexLoader:
             order = order[self.rank::self.world_size]
         return order if self.idxs is None else self.idxs[order]
 
-    def __iter__(self):
+    def _start_epoch(self):
+        "Begin an epoch: keep the generator state and the epoch's number; return its batches and how many to skip."
         self._epoch_rng = self.generator.get_state()
+        self._cur_epoch, self.epoch = self.epoch, self.epoch + 1
         order = self._order()
         if self.drop_last: order = order[:len(self) * self.bs]
         skip, self._skip = self._skip, 0
+        return self._split(order), skip
+
+    def __iter__(self):
+        parts, skip = self._start_epoch()
         try:
-            for i, b in enumerate(self._split(order)):
+            for i, b in enumerate(parts):
                 if i < skip: continue
                 self._pos = i + 1
                 yield self._get(b)
@@ -69,14 +77,14 @@ class _IndexLoader:
     def _get(self, b: torch.Tensor): raise NotImplementedError
 
     def state_dict(self) -> dict:
-        "The generator state at the start of the current epoch and the number of batches served."
-        if self._pos == 0: return {'rng': self.generator.get_state(), 'pos': 0}
-        return {'rng': self._epoch_rng.clone(), 'pos': self._pos}
+        "The generator state and the epoch number at the start of the current epoch, and the number of batches served."
+        if self._pos == 0: return {'rng': self.generator.get_state(), 'pos': 0, 'epoch': self.epoch}
+        return {'rng': self._epoch_rng.clone(), 'pos': self._pos, 'epoch': self._cur_epoch}
 
     def load_state_dict(self, state: dict):
         "Continue from `state`: the next iteration repeats that epoch's order and skips the served batches."
         self.generator.set_state(state['rng'])
-        self._skip, self._pos = state['pos'], 0
+        self._skip, self._pos, self.epoch = state['pos'], 0, int(state.get('epoch', 0))
 
 # %% ../nbs/01_data.ipynb #1827c5ca
 class TensorLoader(_IndexLoader):
@@ -112,14 +120,66 @@ class TensorLoader(_IndexLoader):
     def __repr__(self):
         return f'TensorLoader(n={self.n}, bs={self.bs}, shuffle={self.shuffle}, batches={len(self)})'
 
-class DatasetLoader(_IndexLoader):
-    "Batches collated from a map-style dataset in an order this loader owns; seeded, resumable."
-    def __init__(self, ds, bs: int = 64, shuffle: bool = False, seed: int | None = 0, drop_last: bool = False,
-                 collate_fn=default_collate):
-        super().__init__(len(ds), bs, shuffle, seed, drop_last)
-        self.ds, self.collate_fn = ds, collate_fn
+def _item_seed(epoch_seed: int, i: int) -> int:
+    return int.from_bytes(hashlib.blake2b(f'{epoch_seed}:{i}'.encode(), digest_size=8).digest(), 'little') >> 1
 
-    def _get(self, b: torch.Tensor): return self.collate_fn([self.ds[i] for i in b.tolist()])
+def _seed_all(seed: int):
+    torch.default_generator.manual_seed(seed)   # torch.manual_seed also seeds every accelerator: 100 times slower
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+class _SeededItems(torch.utils.data.Dataset):
+    "The items of `ds`, each read right after seeding torch, Python and numpy from its key `(epoch_seed, index)`."
+    def __init__(self, ds): self.ds = ds
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, key):
+        epoch_seed, i = key
+        _seed_all(_item_seed(epoch_seed, i))
+        return self.ds[i]
+
+class _EpochBatches(torch.utils.data.Sampler):
+    "The batch sampler of the worker loader: the item keys of the batches left in this epoch."
+    def __init__(self): self.batches = []
+    def __iter__(self): return iter(self.batches)
+    def __len__(self): return len(self.batches)
+
+class DatasetLoader(_IndexLoader):
+    "Batches collated from a map-style dataset in an order this loader owns; seeded, resumable, in `num_workers` processes if asked."
+    def __init__(self, ds, bs: int = 64, shuffle: bool = False, seed: int | None = 0, drop_last: bool = False,
+                 collate_fn=default_collate, num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool = False):
+        super().__init__(len(ds), bs, shuffle, seed, drop_last)
+        check_number(num_workers, 'num_workers', 'non-negative', integer=True)
+        if persistent_workers and not num_workers: raise ValueError('persistent_workers=True needs num_workers > 0')
+        self.ds, self.collate_fn, self._items, self._loader = ds, collate_fn, _SeededItems(ds), None
+        self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
+
+    def _start_epoch(self):
+        parts, skip = super()._start_epoch()
+        state = hashlib.blake2b(self._epoch_rng.numpy().tobytes() + str(self._cur_epoch).encode(), digest_size=8)
+        self._seed = int.from_bytes(state.digest(), 'little') >> 1     # a function of what a checkpoint keeps
+        return parts, skip
+
+    def _get(self, b: torch.Tensor):
+        states = torch.get_rng_state(), random.getstate(), np.random.get_state()   # the items' seeds are not the fit's
+        try: return self.collate_fn([self._items[(self._seed, i)] for i in b.tolist()])
+        finally:
+            torch.set_rng_state(states[0]); random.setstate(states[1]); np.random.set_state(states[2])
+
+    def __iter__(self): return super().__iter__() if not self.num_workers else self._from_workers()
+
+    def _from_workers(self):
+        parts, skip = self._start_epoch()
+        if self._loader is None:
+            self._sampler = _EpochBatches()
+            self._loader = torch.utils.data.DataLoader(self._items, batch_sampler=self._sampler, num_workers=self.num_workers,
+                                                       collate_fn=self.collate_fn, pin_memory=self.pin_memory,
+                                                       persistent_workers=self.persistent_workers)
+        self._sampler.batches = [[(self._seed, i) for i in b.tolist()] for b in list(parts)[skip:]]
+        try:
+            for i, batch in enumerate(self._loader, skip):
+                self._pos = i + 1
+                yield batch
+        finally: self._pos = 0
 
     def __repr__(self):
         return f'DatasetLoader(n={self.n}, bs={self.bs}, shuffle={self.shuffle}, batches={len(self)})'
@@ -150,10 +210,12 @@ class DataLoaders:
 
     @classmethod
     def from_dsets(cls, train_ds, valid_ds=None, bs: int = 64, seed: int = 0, shuffle: bool = True,
-                   valid_bs: int | None = None, collate_fn=default_collate) -> 'DataLoaders':
-        "Seeded, resumable loaders over map-style datasets (`__getitem__` and `__len__`)."
-        train = DatasetLoader(train_ds, bs, shuffle=shuffle, seed=seed, collate_fn=collate_fn)
-        valid = None if valid_ds is None else DatasetLoader(valid_ds, valid_bs or bs, collate_fn=collate_fn)
+                   valid_bs: int | None = None, collate_fn=default_collate, num_workers: int = 0, pin_memory: bool = False,
+                   persistent_workers: bool = False) -> 'DataLoaders':
+        "Seeded, resumable loaders over map-style datasets (`__getitem__` and `__len__`), loading in `num_workers` processes."
+        kw = dict(collate_fn=collate_fn, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers)
+        train = DatasetLoader(train_ds, bs, shuffle=shuffle, seed=seed, **kw)
+        valid = None if valid_ds is None else DatasetLoader(valid_ds, valid_bs or bs, **kw)
         return cls(train, valid)
 
     def test_dl(self, *data, bs: int | None = None):

@@ -184,3 +184,28 @@ def test_structures_that_cannot_work_are_refused_at_the_first_batch():
         def forward(self, x, y=None): return super().forward(x)
     with pytest.raises(ValueError, match='without one'):
         silent(Learner(NoLoss(3, 4), dls, None)).fit(1)
+
+
+# ----- worker processes, resumed exactly -----------------------------------------------------------------------
+import signal, subprocess, sys
+from pathlib import Path
+SCRIPT = Path(__file__).parent / '_workers_script.py'
+
+def run(mode, folder, workers):
+    return subprocess.run([sys.executable, str(SCRIPT), mode, str(folder), str(workers)], capture_output=True, text=True,
+                          timeout=300, env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
+
+def test_a_killed_two_worker_fit_resumes_exactly_and_equals_the_one_process_fit(tmp_path):
+    straight, part = tmp_path / 'straight', tmp_path / 'part'
+    assert run('straight', straight, 2).returncode == 0
+    killed = run('killed', part, 2)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]   # killed in the middle of epoch 0 (6 batches)
+    assert not (part / 'final.pt').exists()
+    r = run('resume', part, 2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = torch.load(straight / 'final.pt'), torch.load(part / 'final.pt')
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    single = tmp_path / 'single'
+    assert run('straight', single, 0).returncode == 0
+    c = torch.load(single / 'final.pt')
+    assert all(torch.equal(a[k], c[k]) for k in a)       # no result depends on which process loaded an item
