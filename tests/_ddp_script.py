@@ -110,6 +110,16 @@ elif scenario == 'accumulate':         # 2 ranks x batch 8 x 2 accumulated == 1 
     learn = learner(bs=8)
     learn.fit(3, cbs=[GradientAccumulation(2), CountSyncs()])
     torch.save(result(learn, syncs=len(syncs)), out / f'rank{rank}.pt')
+elif scenario == 'workers':            # the reference's data through from_dsets, loaded by a worker process per rank
+    x, y = data()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    n_valid = round(len(x) * 0.2)
+    tr, va = perm[n_valid:], perm[:n_valid].sort().values
+    learn = learner()
+    TD = torch.utils.data.TensorDataset
+    learn.dls = DataLoaders.from_dsets(TD(x[tr], y[tr]), TD(x[va], y[va]), bs=16, seed=0, num_workers=1)
+    learn.fit(3)
+    torch.save(result(learn), out / f'rank{rank}.pt')
 elif scenario == 'error':
     learn = learner(cbs=[FailOnRank1()])
     learn.fit(3)

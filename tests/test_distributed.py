@@ -66,6 +66,15 @@ def test_two_ranks_equal_one_process_with_the_double_batch(tmp_path, reference):
     assert not (tmp_path / 'files1').exists() or not any((tmp_path / 'files1').iterdir())
 
 
+def test_two_ranks_with_worker_processes_equal_one_process(tmp_path, reference):
+    res = launch('workers', tmp_path)
+    assert all(r[0] == 0 for r in res), [r[2][-2000:] for r in res]
+    for rank in range(2):
+        got = torch.load(tmp_path / f'rank{rank}.pt')
+        for k, v in reference['model'].items(): assert torch.allclose(got['model'][k], v, atol=1e-5), k
+        assert got['history']['valid_loss'] == pytest.approx(reference['history']['valid_loss'], abs=1e-5)
+
+
 def test_gradient_accumulation_syncs_only_on_steps(tmp_path, reference):
     res = launch('accumulate', tmp_path)
     assert all(r[0] == 0 for r in res), [r[2][-2000:] for r in res]
