@@ -15,21 +15,37 @@ from torch.utils.data import default_collate
 from .core import check_number
 
 # %% auto #0
-__all__ = ['T_C', 'T_U', 'TensorLoader', 'DatasetLoader', 'DataLoaders', 'to_device', 'on_device', 'n_batches', 'batch_size',
-           'thermometer', 'mnist_3_7', 'mnist_digits']
+__all__ = ['T_C', 'T_U', 'set_seed', 'TensorLoader', 'DatasetLoader', 'DataLoaders', 'to_device', 'on_device', 'n_batches',
+           'batch_size', 'thermometer', 'mnist_3_7', 'mnist_digits']
 
 # %% ../nbs/01_data.ipynb #00855f01
+_SEED = {'default': 0}
+
+def set_seed(seed: int, reproducible: bool = False):
+    "Seed Python, numpy and torch (CUDA too) and the loaders made afterwards without a `seed`; `reproducible` also asks torch for deterministic algorithms."
+    check_number(seed, 'seed', 'non-negative', integer=True)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    _SEED['default'] = seed
+    if reproducible:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+def _default_seed(seed: int | None) -> int:
+    "An explicit `seed`, else the one `set_seed` gave (0 until it is called)."
+    return _SEED['default'] if seed is None else seed
+
 class _IndexLoader:
     "Shared logic of the loaders that own their order: seeded shuffling, batching, position state."
-    def __init__(self, n: int, bs: int = 64, shuffle: bool = False, seed: int | None = 0, drop_last: bool = False,
+    def __init__(self, n: int, bs: int = 64, shuffle: bool = False, seed: int | None = None, drop_last: bool = False,
                  idxs: torch.Tensor | None = None):
         check_number(bs, 'bs', integer=True)
         self.idxs = idxs                      # positions in the underlying data this loader serves (None: all)
         self.n = n if idxs is None else len(idxs)
         self.bs, self.shuffle, self.drop_last = bs, shuffle, drop_last
         self.generator = torch.Generator()
-        if seed is None: self.generator.seed()
-        else: self.generator.manual_seed(seed)
+        self.generator.manual_seed(_default_seed(seed))     # None: the seed set_seed gave (0 until it is called)
         self.rank, self.world_size = 0, 1     # set by distributed training to serve one shard
         self.pad_shards = True                # pad so every rank serves as many batches (training)
         self._epoch_rng = self.generator.get_state()
@@ -90,7 +106,7 @@ class _IndexLoader:
 class TensorLoader(_IndexLoader):
     "Batches `(x[idx], y[idx])` cut from whole tensors by one indexing per batch; seeded, resumable. `x` may be a tuple of input tensors, `y` None (inputs only)."
     def __init__(self, x: torch.Tensor | tuple, y: torch.Tensor | None = None, bs: int = 64, shuffle: bool = False,
-                 seed: int | None = 0, drop_last: bool = False, idxs: torch.Tensor | None = None):
+                 seed: int | None = None, drop_last: bool = False, idxs: torch.Tensor | None = None):
         self._tensors = [*(x if isinstance(x, (tuple, list)) else [x]), *([] if y is None else [y])]
         if not self._tensors or not all(isinstance(t, torch.Tensor) for t in self._tensors):
             raise TypeError('x (a tensor or a tuple of tensors) and y (a tensor or None) must be tensors: convert with '
@@ -145,7 +161,7 @@ class _EpochBatches(torch.utils.data.Sampler):
 
 class DatasetLoader(_IndexLoader):
     "Batches collated from a map-style dataset in an order this loader owns; seeded, resumable, in `num_workers` processes if asked."
-    def __init__(self, ds, bs: int = 64, shuffle: bool = False, seed: int | None = 0, drop_last: bool = False,
+    def __init__(self, ds, bs: int = 64, shuffle: bool = False, seed: int | None = None, drop_last: bool = False,
                  collate_fn=default_collate, num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool = False):
         super().__init__(len(ds), bs, shuffle, seed, drop_last)
         check_number(num_workers, 'num_workers', 'non-negative', integer=True)
@@ -191,7 +207,7 @@ class DataLoaders:
         self.train, self.valid = train, valid
 
     @classmethod
-    def from_tensors(cls, x: torch.Tensor, y: torch.Tensor, valid_pct: float = 0.2, bs: int = 64, seed: int = 0,
+    def from_tensors(cls, x: torch.Tensor, y: torch.Tensor, valid_pct: float = 0.2, bs: int = 64, seed: int | None = None,
                      shuffle: bool = True, valid_bs: int | None = None) -> 'DataLoaders':
         "A seeded random split of `x`, `y` into whole-batch `TensorLoader`s; the tensors are not copied."
         xs = x if isinstance(x, (tuple, list)) else (x,)       # several inputs: a tuple of tensors
@@ -202,6 +218,7 @@ class DataLoaders:
             raise ValueError(f'x and y must have the same length, got {[len(t) for t in xs]} and {len(y)}')
         if len(y) == 0: raise ValueError('x and y are empty: there is nothing to train on')
         if not 0 <= valid_pct < 1: raise ValueError(f'valid_pct must be in [0, 1), got {valid_pct!r}')
+        seed = _default_seed(seed)
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
         n_valid = round(len(y) * valid_pct)
         train = TensorLoader(x, y, bs, shuffle=shuffle, seed=seed, idxs=perm[n_valid:])
@@ -209,7 +226,7 @@ class DataLoaders:
         return cls(train, valid)
 
     @classmethod
-    def from_dsets(cls, train_ds, valid_ds=None, bs: int = 64, seed: int = 0, shuffle: bool = True,
+    def from_dsets(cls, train_ds, valid_ds=None, bs: int = 64, seed: int | None = None, shuffle: bool = True,
                    valid_bs: int | None = None, collate_fn=default_collate, num_workers: int = 0, pin_memory: bool = False,
                    persistent_workers: bool = False) -> 'DataLoaders':
         "Seeded, resumable loaders over map-style datasets (`__getitem__` and `__len__`), loading in `num_workers` processes."

@@ -19,6 +19,7 @@ from .core import (PHASES, Callback, CallbackRegistry, CancelBackwardException, 
 from .data import n_batches, on_device, to_device
 from .files import atomic_save, check_state_dict, opt_state_problems, remove_stale_temps, safe_load
 from .metrics import check_metrics, per_sample_loss
+from .params import group_lrs, norm_params, split_params, torch_groups
 from .recorder import Recorder
 from .progress import ProgressCallback
 from .state import resume
@@ -32,15 +33,14 @@ def _model_device(model: nn.Module) -> torch.device:
     if p is None: p = next(model.buffers(), None)
     return p.device if p is not None else torch.device('cpu')
 
-_LR_HINT = 'a typical value is 1e-3'
-
 class Learner:
     "Trains `model` on `dls` with `loss_func` and `opt_func`; every phase of the loop is hooked by callbacks."
     def __init__(self, model: nn.Module, dls, loss_func: Callable | None, opt_func: Callable = torch.optim.Adam,
                  lr: float = 1e-3, metrics: Iterable | None = None, cbs: Iterable[Callback] | None = None,
                  path: str | os.PathLike = '.', model_dir: str | os.PathLike = 'models',
                  device: str | torch.device | None = None, default_cbs: bool = True, compile: bool | dict = False,
-                 n_inp: int = 1, target_keys: Iterable[str] = ('labels', 'label')):
+                 n_inp: int = 1, target_keys: Iterable[str] = ('labels', 'label'), splitter: Callable | None = None,
+                 wd: float | None = None, wd_bn_bias: bool = False):
         if not isinstance(model, nn.Module):
             raise TypeError(f'model must be a torch.nn.Module, got {type(model).__name__}')
         if not hasattr(dls, 'train'):
@@ -52,13 +52,15 @@ class Learner:
         check_number(n_inp, 'n_inp (how many items of a batch go to the model)', integer=True)
         target_keys = (target_keys,) if isinstance(target_keys, str) else tuple(target_keys)
         if not callable(opt_func): raise TypeError(f'opt_func must be callable (e.g. torch.optim.SGD), got {opt_func!r}')
-        check_number(lr, 'lr', noun='finite number', hint=_LR_HINT)
+        group_lrs(lr, len(split_params(model, splitter)))          # a number, one per parameter group, or a slice
+        check_number(wd, 'wd', 'non-negative', optional=True)
         metrics = check_metrics(metrics)
         if getattr(dls, 'valid', None) is not None: n_batches(dls.valid, 'validation')
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.model = model.to(self.device)
         self.dls, self.loss_func, self.opt_func, self.lr, self.metrics = dls, loss_func, opt_func, lr, metrics
         self.n_inp, self.target_keys, self.n_targ, self._x_kind = n_inp, target_keys, 1, None
+        self.splitter, self.wd, self.wd_bn_bias, self.group_index = splitter, wd, wd_bn_bias, [0]
         self.path, self.model_dir = Path(path), Path(model_dir)
         self.opt, self.logger, self.autocast = None, print, contextlib.nullcontext()
         self.epoch, self.n_epoch, self.iter, self.n_iter, self.train_iter, self.pct_train = 0, 0, 0, 0, 0, 0.
@@ -212,7 +214,7 @@ def _with_events(self: Learner, f: Callable, phase: str, cancel: type, outermost
 def fit(self: Learner, n_epoch: int, lr: float | None = None, cbs: Iterable[Callback] | None = None, resume=None):
     "Train for `n_epoch` epochs (at `lr` if given), with extra callbacks `cbs`; `resume` a checkpoint."
     check_number(n_epoch, 'n_epoch', 'non-negative', integer=True)
-    if lr is not None: check_number(lr, 'lr', noun='finite number', hint=_LR_HINT)
+    if lr is not None: group_lrs(lr, len(split_params(self.model, self.splitter)))
     if lr is not None and resume not in (None, False):
         raise ValueError('resume continues the checkpointed fit exactly, with the learning rates its optimizer had; '
                          'pass lr=None to resume, or start a new fit (without resume) at another lr')
@@ -333,11 +335,40 @@ def _split(self: Learner, b):
 
 # %% ../nbs/03_learner.ipynb #b4258a22
 @patch
-def _make_opt(self: Learner, lr: float | None):
+def create_opt(self: Learner, lr=None) -> torch.optim.Optimizer:
+    "Make `self.opt`: one torch group per parameter group of `splitter` (two with `wd`: decayed or not), at `lr` (default `self.lr`)."
+    groups = split_params(self.model, self.splitter)
+    lrs = group_lrs(self.lr if lr is None else lr, len(groups))
+    if len(groups) == 1 and self.wd is None: self.opt, self.group_index = self.opt_func(groups[0], lr=lrs[0]), [0]
+    else:
+        tgroups, self.group_index = torch_groups(self.model, groups, lrs, self.wd, self.wd_bn_bias)
+        self.opt = self.opt_func(tgroups, lr=lrs[0])
+    return self.opt
+
+@patch
+def _group_index(self: Learner) -> list[int]:
+    "The learner's parameter group of each of the optimizer's groups (each its own, for an optimizer made elsewhere)."
+    n = len(self.opt.param_groups)
+    return self.group_index if len(self.group_index) == n else list(range(n))
+
+@patch
+def _make_opt(self: Learner, lr=None):
     if lr is not None: self.lr = lr
-    if self.opt is None: self.opt = self.opt_func(self.model.parameters(), lr=self.lr)
+    if self.opt is None: return self.create_opt()
+    params = {id(p) for p in self.model.parameters()}
+    in_opt = {id(p) for g in self.opt.param_groups for p in g['params']}
+    new = [n for n, p in self.model.named_parameters() if p.requires_grad and id(p) not in in_opt]
+    if new or in_opt - params:        # a new head, or a removed layer: never train a stale parameter list
+        old = self.opt
+        self.create_opt()
+        for p in self.model.parameters():
+            if p in old.state: self.opt.state[p] = old.state[p]    # what it knew of the parameters it keeps, it keeps
+        self.logger(f'note: the model has {len(new)} trainable parameter tensors the optimizer did not have, and the optimizer '
+                    f'{len(in_opt - params)} the model no longer has: a new optimizer was made for the model as it is '
+                    '(with the state it had for the parameters that stayed)')
     elif lr is not None:
-        for g in self.opt.param_groups: g['lr'] = lr
+        lrs = group_lrs(lr, max(self._group_index()) + 1)
+        for g, i in zip(self.opt.param_groups, self._group_index()): g['lr'] = lrs[i]
 
 @patch
 def _not_in_a_fit(self: Learner, what: str):
@@ -409,6 +440,26 @@ def _checked_loss(self: Learner):
         raise ValueError(f'the loss must be a single number (a 0-d tensor), got shape {tuple(loss.shape)}: '
                          "use a mean-reduced loss (reduction='mean')")
     return loss
+
+# %% ../nbs/03_learner.ipynb #c971ba9e
+@patch
+def freeze_to(self: Learner, n: int, train_bn: bool = True):
+    "Train only the parameter groups from the `n`-th on (the normalisation layers of the others too, if `train_bn`)."
+    groups = split_params(self.model, self.splitter)
+    n = n % len(groups) if n < 0 else n              # freeze_to(-1): every group but the last
+    norms = norm_params(self.model) if train_bn else set()
+    for i, g in enumerate(groups):
+        for p in g: p.requires_grad_(i >= n or id(p) in norms)
+
+@patch
+def freeze(self: Learner, train_bn: bool = True):
+    "Train only the last parameter group (and the normalisation layers, if `train_bn`)."
+    self.freeze_to(-1, train_bn)
+
+@patch
+def unfreeze(self: Learner):
+    "Train every parameter group."
+    self.freeze_to(0)
 
 # %% ../nbs/03_learner.ipynb #63c3b2b9
 def _detached(o):

@@ -13,6 +13,7 @@ from fastcore.basics import patch
 
 from .core import Callback, CancelFitException, CancelValidException, check_number
 from .data import n_batches
+from .params import group_lrs, split_params
 from .learner import Learner
 from .recorder import Recorder
 from .state import load_training_state, training_state
@@ -124,16 +125,16 @@ class ParamScheduler(Callback):
         for key, sched in self.scheds.items():
             field = _field(key, groups[0], opt)
             for g in groups[1:]: _field(key, g, opt)
-            v = sched(0.)
-            if isinstance(v, np.ndarray) and len(v) != len(groups):
+            v, n = sched(0.), max(self.learn._group_index()) + 1
+            if isinstance(v, np.ndarray) and len(v) != n:
                 raise ValueError(f'the schedule for {key!r} gives {len(v)} values but the optimizer has '
-                                 f'{len(groups)} parameter groups: give one value per group, or a single number')
+                                 f'{n} parameter groups: give one value per group, or a single number')
             self._fields.append(field)
         self._before = [{f: g[f] for f in self._fields} for g in groups]
 
     def before_train(self):
         "Take the optimizer's groups and the recorder's lists when a pass starts (a resume may have replaced both)."
-        self._groups = self.learn.opt.param_groups
+        self._groups, self._index = self.learn.opt.param_groups, np.array(self.learn._group_index())
         hps = getattr(getattr(self.learn, 'recorder', None), 'hps', None)
         self._plan = []
         for (key, sched), field in zip(self.scheds.items(), self._fields):
@@ -147,7 +148,7 @@ class ParamScheduler(Callback):
         pct = self.learn.pct_train
         for field, sched, log in self._plan:
             v = sched(pct)
-            vals = v.tolist() if isinstance(v, np.ndarray) else [float(v)] * len(self._groups)
+            vals = v[self._index].tolist() if isinstance(v, np.ndarray) else [float(v)] * len(self._groups)
             for g, x in zip(self._groups, vals):
                 if field == 'betas': g['betas'] = (x, *g['betas'][1:])
                 else: g[field] = x
@@ -179,23 +180,42 @@ def one_cycle_scheds(lr_max, div: float = 25., div_final: float = 1e5, pct_start
         scheds['mom'] = combine_scheds(pcts, [sched_cos(moms[0], moms[1]), sched_cos(moms[1], moms[2])])
     return scheds
 
+def _per_group(learn: Learner, lr):
+    "A learning rate as the schedules take it: a number, a list (one per group, checked against the optimizer), or a slice spread over the groups."
+    if not isinstance(lr, slice): return lr
+    lrs = group_lrs(lr, len(split_params(learn.model, learn.splitter)))
+    return lrs[0] if len(set(lrs)) == 1 else lrs
+
 @patch
 def fit_one_cycle(self: Learner, n_epoch: int, lr_max=None, div: float = 25., div_final: float = 1e5,
                   pct_start: float = 0.25, moms: tuple | None = (0.95, 0.85, 0.95),
                   cbs: Iterable[Callback] | None = None, resume=None):
-    "Train `n_epoch` epochs with the 1cycle policy (see `one_cycle_scheds`); `lr_max=None` means `learn.lr`."
-    scheds = one_cycle_scheds(self.lr if lr_max is None else lr_max, div, div_final, pct_start, moms)
+    "Train `n_epoch` epochs with the 1cycle policy (see `one_cycle_scheds`); `lr_max=None` means `learn.lr`; a list or slice gives one per group."
+    scheds = one_cycle_scheds(_per_group(self, self.lr if lr_max is None else lr_max), div, div_final, pct_start, moms)
     self.fit(n_epoch, cbs=[ParamScheduler(scheds)] + list(cbs or []), resume=resume)
 
 @patch
 def fit_flat_cos(self: Learner, n_epoch: int, lr=None, div_final: float = 1e5, pct_start: float = 0.75,
                  cbs: Iterable[Callback] | None = None, resume=None):
     "Train `n_epoch` epochs at a flat `lr` (default `learn.lr`) for `pct_start` of the fit, then anneal it to `lr/div_final` with a cosine."
-    lr = _as_value(self.lr if lr is None else lr, 'lr', positive=True)
+    lr = _as_value(_per_group(self, self.lr if lr is None else lr), 'lr', positive=True)
     check_number(div_final, 'div_final')
     _check_pct(pct_start)
     sched = combine_scheds([pct_start, 1 - pct_start], [sched_no(lr), sched_cos(lr, lr / div_final)])
     self.fit(n_epoch, cbs=[ParamScheduler({'lr': sched})] + list(cbs or []), resume=resume)
+
+# %% ../nbs/06_schedule.ipynb #b474a8ff
+@patch
+def fine_tune(self: Learner, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
+              pct_start: float = 0.3, div: float = 5.0, **kwargs):
+    "Fine-tune: `freeze_epochs` of one-cycle on the frozen model at `slice(base_lr)`, then `epochs` unfrozen at `slice(base_lr/2/lr_mult, base_lr/2)`."
+    check_number(base_lr, 'base_lr')
+    check_number(lr_mult, 'lr_mult')
+    self.freeze()
+    if freeze_epochs: self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+    base_lr /= 2
+    self.unfreeze()
+    self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
 
 # %% ../nbs/06_schedule.ipynb #330d9f74
 def _copied(o, offload: bool = False):

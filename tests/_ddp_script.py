@@ -125,3 +125,9 @@ elif scenario == 'error':
     learn.fit(3)
 else:
     raise SystemExit(f'unknown scenario {scenario}')
+
+# leave together: a rank that exits while the other still holds the connection can abort in gloo's threads
+import torch.distributed as dist
+if dist.is_available() and dist.is_initialized():
+    dist.barrier()
+    dist.destroy_process_group()
