@@ -9,11 +9,11 @@ __all__ = []
 import torch
 from torch import nn
 import torch.nn.functional as F
-from . import (core, files, data, metrics, recorder, progress, state, learner, schedule, stopping, checkpoint,
-                       precision, loggers, interpret, profile)
+from . import (core, files, data, metrics, recorder, progress, state, params, learner, schedule, stopping,
+                       checkpoint, precision, loggers, interpret, profile, use)
 from .distributed import Distributed
 
-_MODULES = (core, files, data, metrics, recorder, progress, state, learner, schedule, stopping, checkpoint, precision,
-            loggers, interpret, profile)
+_MODULES = (core, files, data, metrics, recorder, progress, state, params, learner, schedule, stopping, checkpoint,
+            precision, loggers, interpret, profile, use)
 __all__ = ['torch', 'nn', 'F', 'Distributed', *(name for m in _MODULES for name in m.__all__)]
 globals().update({name: getattr(m, name) for m in _MODULES for name in m.__all__})   # what `import *` of each would do

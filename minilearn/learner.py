@@ -40,7 +40,7 @@ class Learner:
                  path: str | os.PathLike = '.', model_dir: str | os.PathLike = 'models',
                  device: str | torch.device | None = None, default_cbs: bool = True, compile: bool | dict = False,
                  n_inp: int = 1, target_keys: Iterable[str] = ('labels', 'label'), splitter: Callable | None = None,
-                 wd: float | None = None, wd_bn_bias: bool = False):
+                 wd: float | None = None, wd_bn_bias: bool = False, vocab: list | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f'model must be a torch.nn.Module, got {type(model).__name__}')
         if not hasattr(dls, 'train'):
@@ -60,7 +60,7 @@ class Learner:
         self.model = model.to(self.device)
         self.dls, self.loss_func, self.opt_func, self.lr, self.metrics = dls, loss_func, opt_func, lr, metrics
         self.n_inp, self.target_keys, self.n_targ, self._x_kind = n_inp, target_keys, 1, None
-        self.splitter, self.wd, self.wd_bn_bias, self.group_index = splitter, wd, wd_bn_bias, [0]
+        self.splitter, self.wd, self.wd_bn_bias, self.group_index, self.vocab = splitter, wd, wd_bn_bias, [0], vocab
         self.path, self.model_dir = Path(path), Path(model_dir)
         self.opt, self.logger, self.autocast = None, print, contextlib.nullcontext()
         self.epoch, self.n_epoch, self.iter, self.n_iter, self.train_iter, self.pct_train = 0, 0, 0, 0, 0, 0.

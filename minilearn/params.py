@@ -4,10 +4,8 @@
 
 # %% ../nbs/02b_params.ipynb #e9910c24
 from __future__ import annotations
-import math
 from typing import Callable
 
-import torch
 from torch import nn
 
 from .core import check_number
