@@ -57,9 +57,11 @@ def summary(self: Learner) -> str:
     lines.append(f'loss: {self.loss_func!r}')
     lines.append('callbacks: ' + ', '.join(type(cb).__name__ for cb in self.cbs))
     text = '\n'.join(lines)
-    if in_notebook():
+    if in_notebook():                       # a table in a notebook, the text in a terminal or a log
         from IPython.display import display, Markdown
-        display(Markdown('```\n' + text + '\n```'))
+        table = ['| layer | type | output shape | params |', '|---|---|---|---|']
+        table += [f'| {n} | {t} | {s} | {c:,} |' for n, t, s, c in rows]
+        display(Markdown('\n'.join(table + [''] + [f'{l}  ' for l in lines[len(rows) + 3:]])))
     else: self.logger(text)
     return text
 
