@@ -69,7 +69,9 @@ class RMSE(Metric):
         self.total = self.total + (pred.float() - targ.float()).pow(2).sum()
         self.count += targ.numel()
     @property
-    def value(self): return (self.total / max(self.count, 1)) ** 0.5
+    def value(self):
+        "The root of the mean squared error of everything accumulated."
+        return (self.total / max(self.count, 1)) ** 0.5
     def reduce(self, sum_across):
         "Sum the squared errors and counts of all processes."
         t = sum_across(torch.stack([torch.as_tensor(self.total, dtype=torch.float64),
