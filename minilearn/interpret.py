@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from .core import Callback, check_number
+from .core import check_number
 from .metrics import per_sample_loss
 _all_ = ['per_sample_loss']   # defined with the metrics; interpretation is where it is used most
 
@@ -17,18 +17,6 @@ _all_ = ['per_sample_loss']   # defined with the metrics; interpretation is wher
 __all__ = ['Interpretation', 'ClassificationInterpretation', 'per_sample_loss']
 
 # %% ../nbs/16_interpret.ipynb #5862413e
-class _Collect(Callback):
-    "Keeps `xb`, `pred` and `yb` of every batch, detached, on the device."
-    order = 90
-    def __init__(self, keep_inputs: bool): self.keep_inputs = keep_inputs
-    def before_validate(self): self.xs, self.preds, self.targs = [], [], []
-    def after_batch(self):
-        learn = self.learn
-        if self.keep_inputs: self.xs.append(learn.xb.detach() if isinstance(learn.xb, torch.Tensor) else None)
-        self.preds.append(learn.pred.detach())
-        self.targs.append(learn.yb)
-
-
 class Interpretation:
     "Inputs, predictions, targets and per-sample losses of one pass of `learn` over `dl`; `top_losses` finds the worst."
     def __init__(self, learn, dl, inputs: torch.Tensor | None, preds: torch.Tensor, targs: torch.Tensor,
@@ -40,13 +28,10 @@ class Interpretation:
         "Run `learn`'s model over `dl` (default: the validation loader) once and keep what interpretation needs."
         dl = dl if dl is not None else learn.dls.valid
         if dl is None: raise ValueError('there is no validation loader: pass dl=... (e.g. learn.dls.train)')
-        col = _Collect(keep_inputs)
-        learn._one_pass(dl, [col])      # the validation pass of get_preds/validate
-        if not col.preds: raise ValueError('the loader gave no batches: nothing to interpret')
-        if not all(isinstance(t, torch.Tensor) for t in col.preds + col.targs):
-            raise TypeError('Interpretation needs tensor predictions and targets (not tuples or dicts)')
-        preds, targs = torch.cat(col.preds), torch.cat(col.targs)
-        inputs = torch.cat(col.xs) if keep_inputs and all(x is not None for x in col.xs) else None
+        *inputs, preds, targs = learn.get_preds(dl, with_input=keep_inputs)    # one validation pass
+        if not (isinstance(preds, torch.Tensor) and isinstance(targs, torch.Tensor)):
+            raise TypeError('Interpretation needs tensor predictions and one tensor target (not tuples, dicts or none)')
+        inputs = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
         with torch.no_grad(): losses = per_sample_loss(learn.loss_func, preds, targs)
         return cls(learn, dl, inputs, preds, targs, losses)
 
