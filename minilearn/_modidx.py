@@ -662,5 +662,6 @@ d = { 'settings': { 'branch': 'main',
                                'minilearn.use.Learner.summary': ('use.html#learner.summary', 'minilearn/use.py'),
                                'minilearn.use._as_bytes_tensor': ('use.html#_as_bytes_tensor', 'minilearn/use.py'),
                                'minilearn.use._default_act': ('use.html#_default_act', 'minilearn/use.py'),
+                               'minilearn.use._loop_state': ('use.html#_loop_state', 'minilearn/use.py'),
                                'minilearn.use._shape': ('use.html#_shape', 'minilearn/use.py'),
                                'minilearn.use.load_exported': ('use.html#load_exported', 'minilearn/use.py')}}}

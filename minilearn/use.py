@@ -26,6 +26,10 @@ def _shape(o) -> str:
     if isinstance(o, Mapping): return '{' + ', '.join(f'{k}: {_shape(v)}' for k, v in o.items()) + '}'
     return type(o).__name__
 
+def _loop_state(learn: Learner) -> dict:
+    "The loop state that reading one batch outside a fit touches, to put back afterwards."
+    return {k: getattr(learn, k) for k in ('training', 'xb', 'yb', 'n_targ', '_x_kind')}
+
 @patch
 def summary(self: Learner) -> str:
     "The layers with their output shapes and parameter counts, the parameter groups and lrs, optimizer, loss and callbacks; printed, and returned."
@@ -36,7 +40,8 @@ def summary(self: Learner) -> str:
         hook = lambda mod, inp, out, name=name: rows.append((name, type(mod).__name__, _shape(out),
                                                              sum(p.numel() for p in mod.parameters(recurse=False))))
         hooks.append(m.register_forward_hook(hook))
-    was, self.training = self.model.training, False
+    was, loop = self.model.training, _loop_state(self)
+    self.training = False
     try:
         self._layout(b := next(iter(dl)), True)
         self.xb, _ = self._split(b)
@@ -45,6 +50,7 @@ def summary(self: Learner) -> str:
     finally:
         for h in hooks: h.remove()
         self.model.train(was)
+        vars(self).update(loop)
     train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in self.model.parameters() if not p.requires_grad)
     lines = [f'{type(self.model).__name__} (one batch of {dl!r})', '',
@@ -85,10 +91,14 @@ def export(self: Learner, fname: str | os.PathLike = 'export.pt2', vocab: list |
     if act not in _ACTS: raise ValueError(f"act must be 'softmax', 'sigmoid', None or 'auto', got {act!r}")
     vocab = vocab if vocab is not None else getattr(self, 'vocab', None)
     dl = self.dls.valid if self.dls.valid is not None else self.dls.train
-    was_training, self.training = self.model.training, False
-    self._layout(b := next(iter(dl)), True)
-    xb, _ = self._split(b)
-    args, kwargs = ((), xb) if self._x_kind == 'dict' else ((xb,) if self._x_kind is None else tuple(xb), {})
+    was_training, loop = self.model.training, _loop_state(self)
+    self.training = False
+    try:
+        self._layout(b := next(iter(dl)), True)
+        xb, _ = self._split(b)
+        kind = self._x_kind
+    finally: vars(self).update(loop)
+    args, kwargs = ((), xb) if kind == 'dict' else ((xb,) if kind is None else tuple(xb), {})
     leaves = list(args) + list(kwargs.values())
     if not all(isinstance(t, torch.Tensor) for t in leaves): raise TypeError('export needs tensor inputs')
     batch = torch.export.Dim('batch')

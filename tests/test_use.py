@@ -175,8 +175,9 @@ def test_summary_counts_and_changes_nothing():
                            nn.CrossEntropyLoss()))
     learn.fit(1)
     before = {k: v.clone() for k, v in learn.model.state_dict().items()}
-    rng = torch.get_rng_state()
+    rng, loop = torch.get_rng_state(), (learn.training, learn.xb, learn.yb, learn.n_targ)
     text = learn.summary()
+    assert (learn.training, learn.xb, learn.yb, learn.n_targ) == loop
     rows = {l.split()[0]: l.split()[1:] for l in text.splitlines() if l.split() and l.split()[0] in ('conv', 'bn', 'head')}
     assert rows['conv'] == ['Conv2d', '10', 'x', '5', 'x', '6', 'x', '6', str(5 * 2 * 9 + 5)]
     assert rows['bn'][-1] == '10' and rows['head'] == ['Linear', '10', 'x', '4', str(180 * 4 + 4)]
