@@ -11,7 +11,7 @@ from typing import Callable
 __all__ = ['PHASES', 'EVENTS', 'INNER_EVENTS', 'CancelFitException', 'CancelEpochException', 'CancelTrainException',
            'CancelValidException', 'CancelBatchException', 'CancelStepException', 'CancelBackwardException',
            'callback_name', 'Callback', 'check_event_names', 'CallbackRegistry', 'check_number', 'in_notebook',
-           'launch_env', 'rank', 'world_size', 'is_main']
+           'new_figure', 'show_figure', 'launch_env', 'rank', 'world_size', 'is_main']
 
 # %% ../nbs/00_core.ipynb #6f243c75
 PHASES = ('fit', 'epoch', 'train', 'validate', 'batch', 'step', 'backward')
@@ -150,6 +150,49 @@ def in_notebook() -> bool:
     "True inside a Jupyter kernel (where output can be HTML and figures are shown by the front end)."
     shell = sys.modules.get('IPython') and getattr(sys.modules['IPython'], 'get_ipython', lambda: None)()
     return type(shell).__name__ == 'ZMQInteractiveShell'
+
+# %% ../nbs/00_core.ipynb #a1fbb488
+def _cell() -> int | None:
+    "The execution count of the cell that runs now (None outside IPython)."
+    shell = sys.modules.get('IPython') and getattr(sys.modules['IPython'], 'get_ipython', lambda: None)()
+    return getattr(shell, 'execution_count', None)
+
+def _png(fig) -> bytes:
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', bbox_inches='tight')
+    return buf.getvalue()
+
+_FIGURE_CLASS = None
+
+def _notebook_figure_class():
+    global _FIGURE_CLASS
+    if _FIGURE_CLASS is None:
+        from matplotlib.figure import Figure
+        class NotebookFigure(Figure):
+            "A `Figure` without pyplot that IPython shows as a PNG, except in the cell that already showed it."
+            _shown_in = None
+            def _repr_png_(self): return _png(self)
+            def _ipython_display_(self):
+                if self._shown_in is not None and self._shown_in == _cell(): return
+                from IPython.display import display
+                display({'image/png': _png(self)}, raw=True)
+        _FIGURE_CLASS = NotebookFigure
+    return _FIGURE_CLASS
+
+def new_figure(pyplot: bool = True, **kwargs):
+    "A new matplotlib `Figure` for a plotting method: pyplot's outside a notebook (unless `pyplot=False`), never inside one."
+    if in_notebook() or not pyplot: return _notebook_figure_class()(**kwargs)
+    import matplotlib.pyplot as plt
+    return plt.figure(**kwargs)
+
+def show_figure(fig):
+    "Show `fig` now if this is a notebook (once: returning it from the cell shows nothing more); return it."
+    if isinstance(fig, _FIGURE_CLASS or ()) and in_notebook():
+        from IPython.display import display
+        display({'image/png': _png(fig)}, raw=True)
+        fig._shown_in = _cell()
+    return fig
 
 # %% ../nbs/00_core.ipynb #b88a496c
 def launch_env() -> dict | None:

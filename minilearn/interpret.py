@@ -4,12 +4,11 @@
 
 # %% ../nbs/16_interpret.ipynb #b4c9159d
 from __future__ import annotations
-import functools, io
 from typing import Sequence
 
 import torch
 
-from .core import check_number
+from .core import check_number, new_figure, show_figure
 from .metrics import per_sample_loss
 _all_ = ['per_sample_loss']   # defined with the metrics; interpretation is where it is used most
 
@@ -46,21 +45,6 @@ class Interpretation:
         return self.losses.topk(k, largest=largest)
 
 # %% ../nbs/16_interpret.ipynb #d6f9cb64
-@functools.cache
-def _figure_class():
-    from matplotlib.figure import Figure
-    class PngFigure(Figure):
-        "A `Figure` that IPython shows as a PNG when a cell returns it (no pyplot needed)."
-        def _repr_png_(self):
-            buf = io.BytesIO()
-            self.savefig(buf, format='png', bbox_inches='tight')
-            return buf.getvalue()
-    return PngFigure
-
-def _figure(**kwargs):
-    "A matplotlib `Figure`, made without pyplot, that a notebook displays once when a cell returns it."
-    return _figure_class()(**kwargs)
-
 class ClassificationInterpretation(Interpretation):
     "`Interpretation` of a classifier: decoded predictions, confusion matrix, most confused pairs, plots."
     def __init__(self, learn, dl, inputs, preds, targs, losses, vocab: Sequence | None = None):
@@ -106,7 +90,7 @@ class ClassificationInterpretation(Interpretation):
         if normalize: cm = cm / cm.sum(1, keepdim=True).clamp_min(1)
         c = self.n_classes
         size = figsize or (max(4, 0.5 * c + 2),) * 2
-        fig = _figure(figsize=size)
+        fig = new_figure(pyplot=False, figsize=size)
         ax = fig.add_subplot()
         ax.imshow(cm.numpy(), cmap=cmap)
         ax.set_xticks(range(c), [str(v) for v in self.vocab], rotation=90 if c > 10 else 0)
@@ -120,7 +104,7 @@ class ClassificationInterpretation(Interpretation):
                 ax.text(p, a, f'{v:.2f}' if normalize else f'{int(v)}', ha='center', va='center',
                         fontsize=8, color='white' if v > hi / 2 else 'black')
         fig.tight_layout()
-        return fig
+        return show_figure(fig)
 
     def _image(self, x: torch.Tensor):
         "`x` as something `imshow` can draw, or None if it is not an image."
@@ -137,7 +121,7 @@ class ClassificationInterpretation(Interpretation):
         imgs = None if self.inputs is None else self._image(self.inputs[0])
         if imgs is not None:
             nrows = -(-len(idxs) // ncols)
-            fig = _figure(figsize=(2.2 * ncols, 2.4 * nrows))
+            fig = new_figure(pyplot=False, figsize=(2.2 * ncols, 2.4 * nrows))
             for j, (i, l) in enumerate(zip(idxs, losses)):
                 ax = fig.add_subplot(nrows, ncols, j + 1)
                 im, cmap = self._image(self.inputs[i].float().cpu())
@@ -149,9 +133,9 @@ class ClassificationInterpretation(Interpretation):
         else:
             rows = [[str(i), str(self.vocab[self.actual[i]]), str(self.vocab[self.decoded[i]]),
                      f'{self.probs[i].item():.3f}', f'{l:.4f}'] for i, l in zip(idxs, losses)]
-            fig = _figure(figsize=(6, 0.3 * len(rows) + 0.8))
+            fig = new_figure(pyplot=False, figsize=(6, 0.3 * len(rows) + 0.8))
             ax = fig.add_subplot(); ax.axis('off')
             ax.table(cellText=rows, colLabels=['index', 'actual', 'predicted', 'probability', 'loss'], loc='center')
             ax.set_title(f'top {len(rows)} losses')
         fig.tight_layout()
-        return fig
+        return show_figure(fig)

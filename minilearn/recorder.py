@@ -8,7 +8,7 @@ import math, time
 
 import torch
 
-from .core import Callback
+from .core import Callback, new_figure, show_figure
 from .data import batch_size
 from .metrics import Metric, metric_name
 
@@ -160,8 +160,8 @@ class Recorder(Callback):
 
     def plot_loss(self, skip_start: int = 0, with_valid: bool = True):
         "Training loss per batch and validation loss per epoch; returns the matplotlib `Figure`."
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots()
+        fig = new_figure()
+        ax = fig.subplots()
         ax.plot(range(skip_start, len(self.losses)), self.losses[skip_start:], label='train')
         n_batches = len(self.losses)
         valid = self.history.get('valid_loss', [])
@@ -169,13 +169,13 @@ class Recorder(Callback):
             per_epoch = n_batches / len(valid)
             ax.plot([per_epoch * (i + 1) for i in range(len(valid))], valid, marker='o', label='valid')
         ax.set_xlabel('training batch'); ax.set_ylabel('loss'); ax.legend()
-        return fig
+        return show_figure(fig)
 
     def plot_sched(self, keys: list[str] | None = None):
         "Each recorded hyper-parameter (`lr`, and `mom` etc. when scheduled) per batch; returns the `Figure`."
-        import matplotlib.pyplot as plt
         keys = keys or [k for k, v in self.hps.items() if v]
-        fig, axs = plt.subplots(1, max(len(keys), 1), figsize=(5 * max(len(keys), 1), 4), squeeze=False)
+        fig = new_figure(figsize=(5 * max(len(keys), 1), 4))
+        axs = fig.subplots(1, max(len(keys), 1), squeeze=False)
         for ax, k in zip(axs[0], keys):
             ax.plot(self.hps[k]); ax.set_xlabel('training batch'); ax.set_ylabel(k)
-        return fig
+        return show_figure(fig)

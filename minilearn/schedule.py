@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 
-from .core import Callback, CancelFitException, CancelValidException, check_number
+from .core import Callback, CancelFitException, CancelValidException, check_number, new_figure, show_figure
 from .data import n_batches
 from .params import group_lrs, split_params
 from .learner import Learner
@@ -388,21 +388,22 @@ def lr_find(self: Learner, start_lr: float = 1e-7, end_lr: float = 10., num_it: 
 
 # %% ../nbs/06_schedule.ipynb #f88346b3
 def _plot_lr_find(lrs, losses, suggestions=None, skip_end: int = 5):
-    import matplotlib.pyplot as plt
     n = len(lrs) - skip_end if len(lrs) > skip_end + 1 else len(lrs)
-    fig, ax = plt.subplots()
+    fig = new_figure()
+    ax = fig.subplots()
     ax.plot(lrs[:n], losses[:n])
     ax.set_xscale('log')
     ax.set_xlabel('learning rate (log scale)')
     ax.set_ylabel('loss (smoothed)')
     if suggestions:
-        colors = plt.rcParams['axes.prop_cycle'].by_key()['color'][1:]
+        from matplotlib import rcParams
+        colors = rcParams['axes.prop_cycle'].by_key()['color'][1:]
         x, y = np.log(np.asarray(lrs[:n], dtype=float)), np.asarray(losses[:n], dtype=float)
         for (name, lr), color in zip(suggestions._asdict().items(), itertools.cycle(colors)):
             if not math.isfinite(lr): continue
             ax.scatter([lr], [np.interp(math.log(lr), x, y)], color=color, zorder=3, label=f'{name}: {lr:.2e}')
         if ax.collections: ax.legend()
-    return fig
+    return show_figure(fig)
 
 @patch
 def plot_lr_find(self: Recorder, skip_end: int = 5, suggestions: bool = True):
