@@ -9,3 +9,5 @@ if [ -n "$(git status --porcelain)" ]; then
   exit 1
 fi
 echo "notebooks and modules agree"
+# Every notebook is committed executed: its outputs are those of its current code (tools/run_nbs.py).
+python tools/check_nb_outputs.py

@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_use.ipynb #5a78fe3b
 from __future__ import annotations
-import json, os
+import contextlib, io, json, logging, os, sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -83,6 +83,21 @@ def _default_act(loss_func) -> str | None:
 
 def _as_bytes_tensor(b: bytes) -> torch.Tensor: return torch.frombuffer(bytearray(b), dtype=torch.uint8).clone()
 
+@contextlib.contextmanager
+def _quiet_tracing():
+    "Hold back what a failing trace writes to stderr (log lines, the partial graph): on success, let it through."
+    loggers = [logging.getLogger(n) for n in ('torch.fx.experimental.symbolic_shapes', 'torch._dynamo', 'torch.export',
+                                              'torch._export')]
+    levels = [l.level for l in loggers]
+    for l in loggers: l.setLevel(logging.CRITICAL)
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err): yield
+        sys.stderr.write(err.getvalue())   # it worked: nothing is held back. If not, export's error says what failed,
+    finally:                               # and torch's partial graph is on that error's __cause__
+
+        for l, lvl in zip(loggers, levels): l.setLevel(lvl)
+
 @patch
 def export(self: Learner, fname: str | os.PathLike = 'export.pt2', vocab: list | None = None, act: str | None = 'auto') -> Path:
     "Write the model as a `torch.export` program with its weights and how to use it (inputs, `act`, `vocab`) to `path/fname`."
@@ -104,7 +119,8 @@ def export(self: Learner, fname: str | os.PathLike = 'export.pt2', vocab: list |
     batch = torch.export.Dim('batch')
     dyn = ({k: {0: batch} for k in kwargs} if kwargs else tuple({0: batch} for _ in args))
     self.model.eval()
-    try: program = torch.export.export(self.model, args, kwargs, dynamic_shapes=dyn)
+    try:
+        with _quiet_tracing(): program = torch.export.export(self.model, args, kwargs, dynamic_shapes=dyn)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f'torch.export cannot trace this model: {type(e).__name__}: {first[:300]}. Export needs a model '
@@ -112,7 +128,7 @@ def export(self: Learner, fname: str | os.PathLike = 'export.pt2', vocab: list |
                          '(learn.save) and rebuild it from its class') from e
     finally: self.model.train(was_training)
     art = serialize(program)
-    load = lambda data: torch.load(__import__('io').BytesIO(data), weights_only=True) if data else {}
+    load = lambda data: torch.load(io.BytesIO(data), weights_only=True) if data else {}
     inputs = [{'name': k, 'shape': [None, *t.shape[1:]], 'dtype': str(t.dtype).removeprefix('torch.')}
               for k, t in (list(kwargs.items()) or [(f'x{i}', t) for i, t in enumerate(args)])]
     meta = {'inputs': inputs, 'keywords': bool(kwargs), 'act': act, 'vocab': None if vocab is None else [str(v) for v in vocab],

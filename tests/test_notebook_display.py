@@ -34,6 +34,10 @@ CELLS = {   # name: source; the checks below refer to the names
     'interp': 'interp = ClassificationInterpretation.from_learner(learn)\ninterp.plot_confusion_matrix()',
     'top_losses': 'interp.plot_top_losses(4, ncols=2)',
     'fit_one_cycle': 'learn.fit_one_cycle(2, 1e-2)',
+    'validate': 'learn.validate()',
+    'get_preds': 'preds, targs = learn.get_preds()',
+    'summary': 'learn.summary()',
+    'fine_tune': 'learn.fine_tune(1, 1e-3, freeze_epochs=1)',
 }
 
 
@@ -77,6 +81,7 @@ def test_notebook_display(tmp_path, monkeypatch, widgets):
     assert not [o for o in out['fit'] if o.get('output_type') == 'stream'], 'the table replaces printed lines'
     assert len([h for h in html_of(out['fit_one_cycle']) if '<table' in h]) == 1   # one table per fit
     assert tables[0] not in html_of(out['fit_one_cycle'])
+    assert len([h for h in html_of(out['fine_tune']) if '<table' in h]) == 2   # its two fits
 
     # every plot exactly once, wherever it is in the cell
     assert n_images(out['lr_find']) == 1            # show_plot=True

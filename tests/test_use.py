@@ -184,3 +184,14 @@ def test_summary_counts_and_changes_nothing():
     assert f'parameters: {95 + 10 + 724:,} ({95 + 10 + 724:,} trainable, 0 frozen)' in text
     assert all(torch.equal(before[k], v) for k, v in learn.model.state_dict().items())
     assert torch.equal(rng, torch.get_rng_state())
+
+def test_an_export_that_cannot_trace_says_why_and_writes_nothing_to_stderr(tmp_path, capfd):
+    class Branchy(nn.Linear):                      # data-dependent control flow: torch.export cannot trace it
+        def forward(self, x): return super().forward(x) if x.sum() > 0 else -super().forward(x)
+    learn = Learner(Branchy(3, 2), DataLoaders.from_tensors(torch.randn(20, 3), torch.randint(0, 2, (20,)), bs=4),
+                    nn.CrossEntropyLoss(), path=tmp_path)
+    capfd.readouterr()
+    with pytest.raises(ValueError, match='learn.save') as e: learn.export()
+    assert capfd.readouterr().err == ''           # torch printed its partial graph to stderr; it is on the cause instead
+    assert hasattr(e.value.__cause__, 'partial_fx_graph')
+    assert not list(tmp_path.glob('*.pt2'))
