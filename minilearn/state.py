@@ -71,6 +71,7 @@ def training_state(learn, mid_epoch: bool = False) -> dict:
             'grads': {k: p.grad.detach() for k, p in learn.model.named_parameters() if p.grad is not None},
             'callbacks': {k: v for k, v in cb_states.items() if v},
             'callback_classes': {cb.name: type(cb).__name__ for cb in learn.cbs},
+            'main_only': [cb.name for cb in learn.cbs if cb.main_process_only],   # other ranks run these not
             'epoch': learn.epoch, 'iter': learn.iter if mid_epoch else None, 'n_epoch': learn.n_epoch,
             'n_iter': n_batches(dl), 'train_iter': learn.train_iter,
             'loader': dl.state_dict() if resumable(dl) else None,
@@ -98,7 +99,8 @@ def _callback_problems(learn, state: dict) -> list[str]:
     saved, classes = state['callbacks'], state['callback_classes']
     have = {cb.name: cb for cb in learn.cbs}
     out = []
-    lacking = [f'{n} ({classes.get(n, "?")})' for n in saved if n not in have]
+    absent_here = set(state.get('main_only', ())) if rank() != 0 else set()   # rank 0 alone runs (and saved) these
+    lacking = [f'{n} ({classes.get(n, "?")})' for n in saved if n not in have and n not in absent_here]
     if lacking: out.append(f'the checkpoint holds the state of callbacks this fit lacks: {", ".join(lacking)}; '
                            'add them (with the same names) to resume')
     for n, cb in have.items():

@@ -87,10 +87,16 @@ elif scenario == 'checkpoint':         # straight 4 epochs vs 2 epochs (last che
     from minilearn.checkpoint import Checkpoint
     straight = learner(dropout=True)
     straight.fit(4)
+    class Rank0Count(Callback):                                        # a logger's kind: rank 0 only, with state
+        main_process_only = True
+        def __init__(self): self.n = 0
+        def after_batch(self): self.n += 1
+        def state_dict(self): return {'n': self.n}
+        def load_state_dict(self, state): self.n = state['n']
     part = learner(dropout=True)
-    part.fit(2, cbs=[Checkpoint(every_epochs=None, every_steps=5)])      # last written at step 15: epoch 1, batch 6
+    part.fit(2, cbs=[Checkpoint(every_epochs=None, every_steps=5), Rank0Count()])   # last written at step 15: epoch 1, batch 6
     resumed = learner(dropout=True)
-    resumed.fit(4, resume=True)
+    resumed.fit(4, resume=True, cbs=[Rank0Count()])              # rank 1 has no Rank0Count state to load, and resumes
     opt_equal = all(torch.equal(a, b) for sa, sb in zip(straight.opt.state_dict()['state'].values(),
                                                          resumed.opt.state_dict()['state'].values())
                     for a, b in zip(sa.values(), sb.values()))

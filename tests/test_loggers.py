@@ -1,15 +1,17 @@
-"Tests of minilearn.loggers: CSVLogger, TensorBoardLogger, ShowGraph."
+"Tests of minilearn.loggers: CSVLogger, TensorBoardLogger, ShowGraph, and the Logger interface (MLflowLogger: test_mlflow.py)."
 import importlib.util, json, math, os, subprocess, sys, textwrap, warnings
 
 import pytest
 import torch
 from torch import nn
 
-from minilearn.core import Callback
+from minilearn.core import Callback, CancelFitException
 from minilearn.data import DataLoaders
 from minilearn.learner import Learner
-from minilearn.loggers import CSVLogger, ShowGraph, TensorBoardLogger
+from minilearn.checkpoint import Checkpoint
+from minilearn.loggers import CSVLogger, Logger, ShowGraph, TensorBoardLogger, fit_params
 from minilearn.metrics import accuracy
+from minilearn.stopping import EarlyStopping
 
 
 def _dls(n=200, bs=32):
@@ -191,3 +193,128 @@ def test_show_graph_redraws_in_place_in_a_notebook(tmp_path, monkeypatch):
     assert len(shown) == 1 and shown[0][1] is True and len(updates) == 3
     assert updates[-1].data.startswith(b'\x89PNG')
     assert not (tmp_path / 'loss.png').exists()
+
+
+# ----- the Logger interface ----------------------------------------------------------------------------------
+class Calls(Logger):
+    "Records each hook call with what it was given."
+    def __init__(self): self.calls = []
+    def start(self, params): self.calls.append(('start', self.learn.epoch, len(self.learn.recorder.losses), params['epochs']))
+    def log_steps(self, start, values):
+        assert len({len(v) for v in values.values()}) == 1                   # one value per step in each list
+        self.calls.append(('log_steps', start, values))
+    def log_epoch(self, epoch, row, step): self.calls.append(('log_epoch', epoch, row, step))
+    def finish(self, stop_reason, error): self.calls.append(('finish', stop_reason, error))
+
+
+class StopAt(Callback):
+    "learn.stop_fit at training step `step` (in after_batch) or after epoch `epoch` (in after_epoch)."
+    def __init__(self, step=None, epoch=None, order=200): self.step, self.epoch, self.order = step, epoch, order
+    def after_batch(self):
+        if self.learn.training and self.learn.train_iter == self.step: self.learn.stop_fit(f'StopAt: step {self.step}')
+    def after_epoch(self):
+        if self.learn.epoch == self.epoch: self.learn.stop_fit(f'StopAt: epoch {self.epoch}')
+
+
+def _sent(calls, rec):
+    "The steps and rows a logger was sent, checked against the recorder."
+    steps = [(s, v) for name, s, v in (c for c in calls if c[0] == 'log_steps')]
+    for s, v in steps:
+        assert v['train_loss'] == rec.losses[s:s + len(v['train_loss'])] and v['lr'] == rec.lrs[s:s + len(v['lr'])]
+    return [s for s, _ in steps], [c[1] for c in calls if c[0] == 'log_epoch']
+
+
+def test_logger_hooks_in_order_with_their_values(tmp_path):
+    learn = _learner(tmp_path)
+    n = len(learn.dls.train)
+    learn.fit(2, cbs=[log := Calls()])
+    h, rec = learn.recorder.history, learn.recorder
+    assert [c[0] for c in log.calls] == ['start', 'log_steps', 'log_epoch', 'log_steps', 'log_epoch', 'finish']
+    assert log.calls[0] == ('start', 0, 0, 2)
+    assert _sent(log.calls, rec) == ([0, n], [0, 1])
+    assert log.calls[2][2] == {k: v[0] for k, v in h.items()} and log.calls[2][3] == n
+    assert log.calls[4][2] == {k: v[1] for k, v in h.items()} and log.calls[4][3] == 2 * n
+    assert log.calls[-1] == ('finish', None, None)
+
+
+def test_logger_hooks_across_a_cut_fit_and_its_resume(tmp_path):
+    n = len(_dls().train)
+    learn = _learner(tmp_path)
+    learn.fit(4, cbs=[log := Calls(), Checkpoint(every_epochs=2), StopAt(step=2 * n + 3)])
+    assert learn.recorder.history['epoch'] == [0, 1, 2]                  # the recorder has the cut epoch's row...
+    assert _sent(log.calls, learn.recorder) == ([0, n, 2 * n], [0, 1])    # ...the logger gets its steps, not the row
+    assert len(log.calls[-2][2]['train_loss']) == 3
+    assert log.calls[-1] == ('finish', f'StopAt: step {2 * n + 3}', None)
+    resumed = _learner(tmp_path)
+    resumed.fit(4, cbs=[log := Calls(), Checkpoint(every_epochs=2)], resume=True)
+    assert log.calls[0] == ('start', 2, 2 * n, 4)                         # after the resume loaded the state
+    assert _sent(log.calls, resumed.recorder) == ([2 * n, 3 * n], [2, 3])
+    assert log.calls[-1] == ('finish', None, None)
+
+
+def test_a_stop_in_after_epoch_by_an_earlier_callback_still_sends_that_epoch(tmp_path):
+    learn = _learner(tmp_path)
+    learn.fit(4, cbs=[log := Calls(), StopAt(epoch=1, order=0)])         # runs before the logger (order 10)
+    assert _sent(log.calls, learn.recorder)[1] == [0, 1]
+    assert log.calls[-1] == ('finish', 'StopAt: epoch 1', None)
+
+
+def test_logger_finish_gets_the_error(tmp_path):
+    class Boom(Callback):
+        def after_batch(self):
+            if self.learn.train_iter == 3: raise KeyboardInterrupt
+    learn = _learner(tmp_path)
+    with pytest.raises(KeyboardInterrupt): learn.fit(2, cbs=[log := Calls(), Boom()])
+    name, reason, error = log.calls[-1]
+    assert name == 'finish' and reason is None and isinstance(error, KeyboardInterrupt)
+    assert _sent(log.calls, learn.recorder) == ([0], [])                  # the three batches, no row
+
+
+def test_logger_no_epoch_to_run_and_a_failed_start(tmp_path):
+    learn = _learner(tmp_path)
+    learn.fit(0, cbs=[log := Calls()])
+    assert log.calls == [('start', 0, 0, 0), ('finish', None, None)]
+    with pytest.raises(FileNotFoundError): learn.fit(1, cbs=[log := Calls()], resume=True)   # no checkpoint
+    assert log.calls == []                                                # failed before its first epoch
+    class Cancel(Callback):
+        order = -20
+        def before_fit(self): raise CancelFitException()
+    learn.fit(1, cbs=[log := Calls(), Cancel()])
+    assert log.calls == [] and learn.train_iter == 0                      # cancelled before it began
+
+
+def test_logger_misspelt_hook_and_no_recorder(tmp_path):
+    with pytest.raises(TypeError, match='did you mean log_steps'):
+        class Typo(Logger):
+            def log_step(self, start, values): pass
+    learn = Learner(nn.Linear(2, 2), _dls(), nn.CrossEntropyLoss(), path=tmp_path, default_cbs=False)
+    with pytest.raises(ValueError, match='Calls logs what the Recorder records'): learn.fit(1, cbs=[Calls()])
+
+
+def test_lr_find_runs_no_logger(tmp_path):
+    import minilearn.schedule   # noqa: F401  (attaches lr_find)
+    learn = _learner(tmp_path, cbs=[log := Calls()])
+    learn.lr_find(num_it=10, show_plot=False)
+    assert log.calls == []
+    learn.fit(1)
+    assert [c[0] for c in log.calls] == ['start', 'log_steps', 'log_epoch', 'finish']
+
+
+def test_fit_params(tmp_path):
+    second = CSVLogger('b.csv')
+    second.name = 'second'                                                # two of one class need two names
+    learn = _learner(tmp_path, cbs=[EarlyStopping(patience=4), CSVLogger('a.csv'), second])
+    learn.n_epoch = 3
+    learn.opt = torch.optim.SGD([{'params': [learn.model.weight], 'lr': 0.1}, {'params': [learn.model.bias], 'lr': 0.01}],
+                                momentum=0.9)
+    p = fit_params(learn)
+    assert all(isinstance(v, (bool, int, float, str)) for v in p.values())
+    assert p['opt'] == 'SGD' and p['opt.0.lr'] == 0.1 and p['opt.1.lr'] == 0.01 and p['opt.1.momentum'] == 0.9
+    assert 'opt.lr' not in p                                              # the groups differ: one key per group
+    assert p['epochs'] == 3 and p['batch_size'] == 32 and p['loss_func'] == 'CrossEntropyLoss'
+    assert p['model'] == 'Linear' and p['model.params'] == p['model.trainable_params'] == 6
+    assert p['EarlyStopping.patience'] == 4 and p['EarlyStopping.monitor'] == 'valid_loss'
+    assert 'EarlyStopping.best' not in p and 'EarlyStopping.wait' not in p   # state, not settings
+    assert p['CSVLogger:csv_logger.fname'] == 'a.csv' and p['CSVLogger:second.fname'] == 'b.csv'
+    learn.model.bias.requires_grad_(False)
+    assert fit_params(learn)['model.trainable_params'] == 4
