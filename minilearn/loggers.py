@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_loggers.ipynb #5c9dfdf2
 from __future__ import annotations
-import csv, difflib, importlib.util, inspect, io, os, re, time, warnings
+import contextlib, csv, difflib, importlib.util, inspect, io, logging, os, re, time, warnings
 from pathlib import Path
 
 import torch
@@ -296,6 +296,16 @@ class TensorBoardLogger(Logger):
             self.writer = None
 
 # %% ../nbs/15_loggers.ipynb #244b10fe
+@contextlib.contextmanager
+def _quiet_logs(*names: str):
+    "Raise the `logging` loggers `names` to WARNING inside the block: their INFO lines are noise in a notebook."
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [l.level for l in loggers]
+    for l in loggers: l.setLevel(logging.WARNING)
+    try: yield
+    finally:
+        for l, lvl in zip(loggers, levels): l.setLevel(lvl)
+
 def _require_mlflow():
     if importlib.util.find_spec('mlflow') is None:
         raise ImportError('MLflowLogger needs the mlflow package, an optional extra: pip install "minilearn[mlflow]" '
@@ -348,6 +358,10 @@ class MLflowLogger(Logger):
         super().before_fit()
         self.run_id = None            # a new run, unless resume() (after this) puts back the checkpointed fit's
         if self.log_model: self._model_cb()
+        from mlflow.tracking import MlflowClient   # slow to import and to open a new store: here, not in the first epoch's time
+        self.uri = _store_uri(self.tracking_uri, self.learn)
+        with _quiet_logs('mlflow.store.db.utils', 'alembic'):   # a new SQLite store logs its table set-up to stderr
+            self.client = MlflowClient(tracking_uri=self.uri)
 
     def _model_cb(self):
         attr, cls = {'best': ('best_file', 'SaveBestModel'), 'checkpoint': ('checkpoint_fname', 'Checkpoint')}[self.log_model]
@@ -367,9 +381,7 @@ class MLflowLogger(Logger):
         return in_model_dir(self.learn, name if name.endswith('.pth') else name + '.pth')
 
     def start(self, params: dict):
-        from mlflow.tracking import MlflowClient
-        self.uri = _store_uri(self.tracking_uri, self.learn)
-        self.client = c = MlflowClient(tracking_uri=self.uri)
+        c = self.client
         old, self._held = {}, {}
         if self.run_id is None:
             self.run_id = c.create_run(self._experiment_id(), tags=self.tags, run_name=self.run_name).info.run_id

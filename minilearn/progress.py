@@ -40,11 +40,12 @@ def html_table(names: list[str], rows: list[list]) -> str:
     return (f'<table class="dataframe" border="1"><thead><tr style="text-align: left;">{head}</tr></thead>'
             f'<tbody>{body}</tbody></table>')
 
-def html_bar(desc: str, done: int, total: int | None, elapsed: float) -> str:
-    "A progress bar as HTML: `desc`, a `<progress>` element, `done/total` and the time spent and left."
+def html_bar(desc: str, done: int, total: int | None, elapsed: float, eta: bool = True) -> str:
+    "A progress bar as HTML: `desc`, a `<progress>` element, `done/total` and the time spent (and left, with `eta`)."
     if total:
         left = elapsed / done * (total - done) if done else math.nan
-        count, value = f'{done}/{total} [{format_time(elapsed)}&lt;{format_time(left)}]', f' value="{done}" max="{total}"'
+        times = f'{format_time(elapsed)}&lt;{format_time(left)}' if eta else format_time(elapsed)
+        count, value = f'{done}/{total} [{times}]', f' value="{done}" max="{total}"'
     else: count, value = f'{done} [{format_time(elapsed)}]', ''   # a loader without len: an indeterminate bar
     return (f'<div><progress{value} style="width:300px; height:1em; vertical-align:middle;"></progress>'
             f' {html.escape(desc)} {count}</div>')
@@ -55,7 +56,7 @@ class NotebookDisplay:
     def __init__(self, bar: bool, table: bool):
         from IPython.display import HTML, display
         self._HTML, self._display = HTML, display
-        self.bar_on, self.table_on, self._bar, self._table, self.rows = bar, table, None, None, []
+        self.bar_on, self.table_on, self._bar, self._table, self.rows, self.finished = bar, table, None, None, [], False
 
     def _show(self, handle, text: str):
         if handle is None: return self._display(self._HTML(text), display_id=True)
@@ -80,6 +81,11 @@ class NotebookDisplay:
         if self.bar_on: self._bar = self._show(self._bar, html_bar(self.desc, self.done, self.total,
                                                                    time.perf_counter() - self.start))
 
+    def finish(self, done: int, total: int, elapsed: float):
+        "Replace the pass's bar with the fit's: `done` of `total` epochs, in `elapsed` seconds."
+        self.finished = True
+        if self.bar_on: self._bar = self._show(self._bar, html_bar('epochs', done, total, elapsed, eta=False))
+
     def add_row(self, names: list[str], row: list):
         "Add an epoch's row to this fit's table and redraw it."
         if not self.table_on: return
@@ -94,11 +100,12 @@ class ProgressCallback(Callback):
 
     def __init__(self, show_bar: bool | None = None, show_log: bool = True, notebook: bool | None = None):
         self.show_bar, self.show_log, self.notebook = show_bar, show_log, notebook
-        self.bar, self._bar_on, self.view = None, False, None
+        self.bar, self._bar_on, self.view, self._fitting = None, False, None, False
 
     def before_fit(self):
         self._bar_on = bar_wanted() if self.show_bar is None else self.show_bar
-        self._header_done, self.view = False, None
+        self._header_done, self.view, self._epochs, self._fit_start = False, None, 0, time.perf_counter()
+        self._fitting = True
         if self.in_notebook:    # the table replaces printed lines only while learn.logger is print
             self.view = NotebookDisplay(bar=self._bar_on, table=self.show_log and self.learn.logger is print)
         elif self._bar_on:
@@ -111,6 +118,8 @@ class ProgressCallback(Callback):
         return in_notebook() if self.notebook is None else self.notebook
 
     def _open(self, desc: str):
+        if self.view is not None and self.view.finished:   # a pass after the fit (validate, get_preds): a bar of its own
+            self.view = NotebookDisplay(bar=self.view.bar_on, table=False)
         if self.view is not None:
             self.view.open(desc, self.learn.n_iter)
             self.bar, self._update = self.view, self.view.update
@@ -118,8 +127,11 @@ class ProgressCallback(Callback):
             self.bar = self._tqdm(total=self.learn.n_iter, desc=desc, leave=False, dynamic_ncols=True)
             self._update = self.bar.update
 
-    def before_train(self): self._open(f'epoch {self.learn.epoch + 1}/{self.learn.n_epoch} train')
-    def before_validate(self): self._open(f'epoch {self.learn.epoch + 1}/{self.learn.n_epoch} valid')
+    def _desc(self, what: str) -> str:
+        return f'epoch {self.learn.epoch + 1}/{self.learn.n_epoch} {what}' if self._fitting else what
+
+    def before_train(self): self._open(self._desc('train'))
+    def before_validate(self): self._open(self._desc('valid'))
 
     def after_batch(self):
         if self.bar is not None: self._update(1)
@@ -138,6 +150,7 @@ class ProgressCallback(Callback):
         self.learn.logger(line)
 
     def after_epoch(self):
+        self._epochs += 1
         rec = getattr(self.learn, 'recorder', None)
         if not self.show_log or rec is None or not rec.history: return
         names = list(rec.history)
@@ -156,5 +169,9 @@ class ProgressCallback(Callback):
         if view is not None and view.table_on and self.show_log and rec is not None and rec.history:
             names = list(rec.history)   # an epoch a stop cut short is a row too (the Recorder adds it in after_fit)
             for i in range(len(view.rows), len(rec.history[names[0]])): view.add_row(names, [rec.history[n][i] for n in names])
+        self._fitting = False
+        if view is not None and not view.finished:   # the bar ends as the fit's: epochs done (a resumed fit counts those before) and time
+            learn = self.learn
+            view.finish(min(learn.start_epoch + self._epochs, learn.n_epoch), learn.n_epoch, time.perf_counter() - self._fit_start)
         reason = self.learn.stop_reason
         if self.show_log and reason: self.learn.logger(f'stopped: {reason}')

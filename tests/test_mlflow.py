@@ -155,9 +155,11 @@ def test_status_of_a_fit_that_raised(store, exp, tmp_path, error, status):
     assert_run_equals_recorder(client_of(store), ml.run_id, learn, [0])
 
 
-def test_default_store_and_model_artifacts(tmp_path):
+def test_default_store_and_model_artifacts(tmp_path, capfd):
     learn = learner(tmp_path)
+    capfd.readouterr()
     learn.fit(3, cbs=[ml := MLflowLogger(log_model='best'), SaveBestModel()])
+    assert 'mlflow' not in capfd.readouterr().err.lower()                  # a new store sets itself up quietly
     assert ml.uri == f'sqlite:///{tmp_path / "mlflow.db"}'                 # learn.path/mlflow.db
     client = MlflowClient(ml.uri)
     assert [a.path for a in client.list_artifacts(ml.run_id, 'model')] == ['model/best.pth']

@@ -77,7 +77,10 @@ def test_notebook_display(tmp_path, monkeypatch, widgets):
     body = tables[0].split('<tbody>')[1]
     assert body.count('<tr>') == 3
     assert re.search(r'<td>\d\d:\d\d</td>', body)
-    assert [h for h in html_of(out['fit']) if '<progress' in h], 'no progress bar'
+    bars = [h for h in html_of(out['fit']) if '<progress' in h]
+    assert len(bars) == 1 and 'epochs 3/3 [' in bars[0], bars   # updated in place; it ends as the fit's bar
+    vbars = [h for h in html_of(out['validate']) if '<progress' in h]   # a pass after the fit: a bar of its own,
+    assert len(vbars) == 1 and '> valid ' in vbars[0], vbars           # the fit's (checked above) left as it ended
     assert not [o for o in out['fit'] if o.get('output_type') == 'stream'], 'the table replaces printed lines'
     assert len([h for h in html_of(out['fit_one_cycle']) if '<table' in h]) == 1   # one table per fit
     assert tables[0] not in html_of(out['fit_one_cycle'])
