@@ -170,3 +170,19 @@ def test_normalise_replaces_temporary_folder_names_and_kernel_pids():
     assert outputs[0]['text'] == ['saved to /tmp/tmpXXXXXXXX/models/a.pth\n', 'kept: /data/tmpk3j_x9q2\n']
     assert outputs[1]['data']['text/plain'] == ['File /tmp/ipykernel_PID/159659469.py:2']
     assert outputs[1]['data']['text/html'] == [f'{tmp}/tmpk3j_x9q2']      # HTML is left alone
+
+
+def test_ci_check_script_fails_on_a_committed_notebook_stripped_of_its_outputs(tmp_path):
+    "The whole .ci/check_nbs.sh on a clone: passes as committed, fails once a stripped notebook is committed."
+    if shutil.which('git') is None or shutil.which('nbdev_export') is None: pytest.skip('needs git and nbdev')
+    repo = tmp_path / 'repo'
+    run = lambda *cmd: subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    subprocess.run(['git', 'clone', '-q', str(ROOT), str(repo)], check=True)
+    git = ['git', '-c', 'user.name=t', '-c', 'user.email=t@example.invalid']
+    passed = run('bash', '.ci/check_nbs.sh')
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert run('nbdev_clean', '--clear_all', '--fname', 'nbs/10_fitting_a_line.ipynb').returncode == 0
+    assert run(*git, 'commit', '-qam', 'strip outputs').returncode == 0     # committed: the agreement check is happy
+    failed = run('bash', '.ci/check_nbs.sh')
+    assert failed.returncode != 0
+    assert '10_fitting_a_line.ipynb' in failed.stdout + failed.stderr and 'run_nbs.py' in failed.stdout + failed.stderr
