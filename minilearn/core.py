@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #64898d3d
 from __future__ import annotations
-import difflib, math, os, re, sys
+import contextlib, difflib, logging, math, os, re, sys
 from typing import Callable
 
 # %% auto #0
 __all__ = ['PHASES', 'EVENTS', 'INNER_EVENTS', 'CancelFitException', 'CancelEpochException', 'CancelTrainException',
            'CancelValidException', 'CancelBatchException', 'CancelStepException', 'CancelBackwardException',
            'callback_name', 'Callback', 'check_event_names', 'CallbackRegistry', 'check_number', 'in_notebook',
-           'new_figure', 'show_figure', 'launch_env', 'rank', 'world_size', 'is_main']
+           'quiet_loggers', 'new_figure', 'show_figure', 'launch_env', 'rank', 'world_size', 'is_main']
 
 # %% ../nbs/00_core.ipynb #6f243c75
 PHASES = ('fit', 'epoch', 'train', 'validate', 'batch', 'step', 'backward')
@@ -146,16 +146,29 @@ def check_number(v, what: str, sign: str = 'positive', integer: bool = False, fi
     raise ValueError(f'{what} must be {article} {kind}, got {v!r}'
                      + (f' ({hint})' if hint else ''))
 
+def _ipython_shell():
+    "The running IPython shell, or None (IPython is not imported here: a script need not have it)."
+    ipy = sys.modules.get('IPython')
+    return ipy.get_ipython() if ipy is not None and hasattr(ipy, 'get_ipython') else None
+
 def in_notebook() -> bool:
     "True inside a Jupyter kernel (where output can be HTML and figures are shown by the front end)."
-    shell = sys.modules.get('IPython') and getattr(sys.modules['IPython'], 'get_ipython', lambda: None)()
-    return type(shell).__name__ == 'ZMQInteractiveShell'
+    return type(_ipython_shell()).__name__ == 'ZMQInteractiveShell'
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str, level: int = logging.WARNING):
+    "Raise the `logging` loggers `names` to `level` inside the block (a library's INFO lines are noise in a notebook)."
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [l.level for l in loggers]
+    for l in loggers: l.setLevel(level)
+    try: yield
+    finally:
+        for l, lvl in zip(loggers, levels): l.setLevel(lvl)
 
 # %% ../nbs/00_core.ipynb #a1fbb488
 def _cell() -> int | None:
     "The execution count of the cell that runs now (None outside IPython)."
-    shell = sys.modules.get('IPython') and getattr(sys.modules['IPython'], 'get_ipython', lambda: None)()
-    return getattr(shell, 'execution_count', None)
+    return getattr(_ipython_shell(), 'execution_count', None)
 
 def _png(fig) -> bytes:
     import io

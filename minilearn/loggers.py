@@ -4,12 +4,12 @@
 
 # %% ../nbs/15_loggers.ipynb #5c9dfdf2
 from __future__ import annotations
-import contextlib, csv, difflib, importlib.util, inspect, io, logging, os, re, time, warnings
+import csv, difflib, importlib.util, inspect, io, os, re, time, warnings
 from pathlib import Path
 
 import torch
 
-from .core import Callback, in_notebook
+from .core import Callback, in_notebook, quiet_loggers
 from .files import atomic_write
 from .state import in_model_dir, newest_checkpoint
 
@@ -296,16 +296,6 @@ class TensorBoardLogger(Logger):
             self.writer = None
 
 # %% ../nbs/15_loggers.ipynb #244b10fe
-@contextlib.contextmanager
-def _quiet_logs(*names: str):
-    "Raise the `logging` loggers `names` to WARNING inside the block: their INFO lines are noise in a notebook."
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [l.level for l in loggers]
-    for l in loggers: l.setLevel(logging.WARNING)
-    try: yield
-    finally:
-        for l, lvl in zip(loggers, levels): l.setLevel(lvl)
-
 def _require_mlflow():
     if importlib.util.find_spec('mlflow') is None:
         raise ImportError('MLflowLogger needs the mlflow package, an optional extra: pip install "minilearn[mlflow]" '
@@ -360,7 +350,7 @@ class MLflowLogger(Logger):
         if self.log_model: self._model_cb()
         from mlflow.tracking import MlflowClient   # slow to import and to open a new store: here, not in the first epoch's time
         self.uri = _store_uri(self.tracking_uri, self.learn)
-        with _quiet_logs('mlflow.store.db.utils', 'alembic'):   # a new SQLite store logs its table set-up to stderr
+        with quiet_loggers('mlflow.store.db.utils', 'alembic'):   # a new SQLite store logs its table set-up to stderr
             self.client = MlflowClient(tracking_uri=self.uri)
 
     def _model_cb(self):

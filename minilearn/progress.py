@@ -105,7 +105,7 @@ class ProgressCallback(Callback):
     def before_fit(self):
         self._bar_on = bar_wanted() if self.show_bar is None else self.show_bar
         self._header_done, self.view, self._epochs, self._fit_start = False, None, 0, time.perf_counter()
-        self._fitting = True
+        self._fitting, self._shown = True, None   # _shown: the history rows up to which this fit's table is drawn
         if self.in_notebook:    # the table replaces printed lines only while learn.logger is print
             self.view = NotebookDisplay(bar=self._bar_on, table=self.show_log and self.learn.logger is print)
         elif self._bar_on:
@@ -129,6 +129,10 @@ class ProgressCallback(Callback):
 
     def _desc(self, what: str) -> str:
         return f'epoch {self.learn.epoch + 1}/{self.learn.n_epoch} {what}' if self._fitting else what
+
+    def before_epoch(self):
+        rec = getattr(self.learn, 'recorder', None)   # the first epoch starts after a resume restored earlier rows
+        if self._shown is None and rec is not None and rec.history: self._shown = len(rec.history['epoch'])
 
     def before_train(self): self._open(self._desc('train'))
     def before_validate(self): self._open(self._desc('valid'))
@@ -155,6 +159,7 @@ class ProgressCallback(Callback):
         if not self.show_log or rec is None or not rec.history: return
         names = list(rec.history)
         if self.view is not None and self.view.table_on:
+            self._shown = len(rec.history[names[0]])
             return self.view.add_row(names, [rec.history[n][-1] for n in names])
         widths = [max(len(n), 10) for n in names]
         if not self._header_done:
@@ -168,7 +173,7 @@ class ProgressCallback(Callback):
         rec, view = getattr(self.learn, 'recorder', None), self.view
         if view is not None and view.table_on and self.show_log and rec is not None and rec.history:
             names = list(rec.history)   # an epoch a stop cut short is a row too (the Recorder adds it in after_fit)
-            for i in range(len(view.rows), len(rec.history[names[0]])): view.add_row(names, [rec.history[n][i] for n in names])
+            for i in range(self._shown or 0, len(rec.history[names[0]])): view.add_row(names, [rec.history[n][i] for n in names])
         self._fitting = False
         if view is not None and not view.finished:   # the bar ends as the fit's: epochs done (a resumed fit counts those before) and time
             learn = self.learn

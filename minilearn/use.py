@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from fastcore.basics import patch
 
-from .core import in_notebook
+from .core import in_notebook, quiet_loggers
 from .files import atomic_save, safe_load
 from .learner import Learner
 
@@ -86,17 +86,11 @@ def _as_bytes_tensor(b: bytes) -> torch.Tensor: return torch.frombuffer(bytearra
 @contextlib.contextmanager
 def _quiet_tracing():
     "Hold back what a failing trace writes to stderr (log lines, the partial graph): on success, let it through."
-    loggers = [logging.getLogger(n) for n in ('torch.fx.experimental.symbolic_shapes', 'torch._dynamo', 'torch.export',
-                                              'torch._export')]
-    levels = [l.level for l in loggers]
-    for l in loggers: l.setLevel(logging.CRITICAL)
     err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err): yield
-        sys.stderr.write(err.getvalue())   # it worked: nothing is held back. If not, export's error says what failed,
-    finally:                               # and torch's partial graph is on that error's __cause__
-
-        for l, lvl in zip(loggers, levels): l.setLevel(lvl)
+    with quiet_loggers('torch.fx.experimental.symbolic_shapes', 'torch._dynamo', 'torch.export', 'torch._export',
+                       level=logging.CRITICAL), contextlib.redirect_stderr(err):
+        yield   # on an error, export's own error says what failed, and torch's partial graph is on its __cause__
+    sys.stderr.write(err.getvalue())   # it worked: nothing is held back
 
 @patch
 def export(self: Learner, fname: str | os.PathLike = 'export.pt2', vocab: list | None = None, act: str | None = 'auto') -> Path:
