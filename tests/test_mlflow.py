@@ -252,3 +252,12 @@ def test_resume_against_another_store_names_the_problem(store, exp, tmp_path):
     assert any('resume with the tracking_uri' in n for n in notes)
     assert not any('cleaning up' in n for n in notes)                     # start failed: finish was not called
     assert runs_of(MlflowClient(ml.uri), exp) == []                       # nothing was started there
+
+
+def test_loggers_share_an_experiment_by_name_and_keep_their_runs_apart(store, exp, tmp_path):
+    "Ported from Lightning's test_mlflow_logger_exists: same name, same experiment, other runs; another name, another one."
+    a, b, c = MLflowLogger(store, experiment=exp), MLflowLogger(store, experiment=exp), MLflowLogger(store, experiment=exp + '-other')
+    for ml in (a, b, c): learner(tmp_path / ml.experiment.replace('/', '_'), cbs=[ml]).fit(1)
+    client = client_of(store)
+    ids = {ml: client.get_run(ml.run_id).info.experiment_id for ml in (a, b, c)}
+    assert ids[a] == ids[b] != ids[c] and len({a.run_id, b.run_id, c.run_id}) == 3
